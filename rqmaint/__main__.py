@@ -1,0 +1,3 @@
+from rqmaint.cli.main import main
+
+main()

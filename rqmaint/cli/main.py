@@ -1,0 +1,357 @@
+"""The rqmaint command line: a thin Typer layer that parses, calls the core, and renders."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from rqmaint import __version__, clean, lock, queues, requeue, status
+from rqmaint.cli.output import Output, guard, install_signal_handlers
+from rqmaint.connection import DEFAULT_TIMEOUT, connect, resolve_url
+from rqmaint.errors import ExitCode, Refused, UsageError
+
+app = typer.Typer(
+    name="rqmaint",
+    help="Maintenance toolkit for RQ (Redis Queue): see and release the cleaning lock, "
+    "run the acquire -> clean -> release cycle, inspect registries.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+lock_app = typer.Typer(help="Inspect and release RQ's per-queue cleaning lock (rq:clean_registries:<queue>).",
+                       no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+
+# Options shared by every command.
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", "-u",
+        help="Redis URL (redis://, rediss://, unix://). Default: env RQ_REDIS_URL, else REDIS_URL, "
+        "else redis://localhost:6379/0.",
+        show_default=False,
+    ),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Connect and read timeout, in seconds.", min=0.001)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (passwords still redacted).")]
+QueuesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--queue", "-q", help="Queue name; repeat for several. Default: every queue in rq:queues.",
+                 show_default=False),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]
+WaitOpt = Annotated[
+    float, typer.Option("--wait", help="Seconds to keep retrying a queue's lock held by another holder.", min=0)
+]
+MaxRequeuesOpt = Annotated[
+    int,
+    typer.Option("--max-requeues", help="A job abandoned more often than this goes to the failed registry "
+                 "instead (poison job).", min=0),
+]
+LockTtlOpt = Annotated[
+    float,
+    typer.Option("--lock-ttl", help="Lease on the lock, in seconds, renewed in the background while working.",
+                 min=1),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"rqmaint {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Maintenance toolkit for RQ (Redis Queue)."""
+
+
+def _open(o: Output, url: str | None, timeout: float):  # type: ignore[no-untyped-def]
+    o.target = resolve_url(url)
+    return connect(o.target, timeout)
+
+
+def _lock_text(info: lock.LockInfo) -> str:
+    if not info.held:
+        return "free"
+    parts = [info.holder_kind]
+    if info.holder_kind == lock.HOLDER_RQMAINT:
+        parts.append(f"pid {info.holder_pid}@{info.holder_host}")
+    parts.append("no expiry" if info.no_expiry else f"ttl {info.ttl}s")
+    if info.held_for is not None:
+        parts.append(f"held {info.held_for:.0f}s")
+    return " ".join(parts)
+
+
+@app.command("status")
+def status_cmd(
+    queue: QueuesOpt = None,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Registry state per queue. Strictly read-only: never runs RQ's count-time cleanups."""
+    o = Output(json_out, debug)
+    with guard(o):
+        client = _open(o, url, timeout)
+        rows = status.collect(client, queues.resolve(client, queue))
+        if json_out:
+            o.emit_json({"queues": [r.as_dict() for r in rows]})
+            return
+        cols = ["queue", "queued", "started", "abandoned", "failed", "finished", "deferred", "scheduled",
+                "canceled", "intermediate", "workers", "lock"]
+        o.table(
+            "RQ registries" if o.terminal else None,
+            cols,
+            [[r.name, r.queued, r.started, r.abandoned, r.failed, r.finished, r.deferred, r.scheduled,
+              r.canceled, r.intermediate, r.workers, _lock_text(r.lock)] for r in rows],
+        )
+        if not rows:
+            o.info("no queues: rq:queues is empty")
+
+
+@lock_app.command("status")
+def lock_status_cmd(
+    queue: QueuesOpt = None,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Who holds each queue's cleaning lock, its TTL, and for how long it has been held."""
+    o = Output(json_out, debug)
+    with guard(o):
+        client = _open(o, url, timeout)
+        infos = lock.inspect(client, queues.resolve(client, queue))
+        if json_out:
+            o.emit_json({"locks": [i.as_dict() for i in infos]})
+            return
+        o.table(
+            "Cleaning locks" if o.terminal else None,
+            ["queue", "held", "ttl", "holder_kind", "holder", "held_for"],
+            [[i.queue, "yes" if i.held else "no", "none" if i.no_expiry else i.ttl, i.holder_kind,
+              i.describe_holder() if i.held else None, i.held_for] for i in infos],
+        )
+        if not infos:
+            o.info("no queues: rq:queues is empty")
+
+
+@lock_app.command("release")
+def lock_release_cmd(
+    queue: Annotated[str, typer.Option("--queue", "-q", help="The queue whose lock to release.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required off a terminal.")] = False,
+    dry_run: DryRunOpt = False,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Release a queue's lock: deleted only if it still holds the value shown (compare-and-delete)."""
+    o = Output(json_out, debug)
+    with guard(o):
+        client = _open(o, url, timeout)
+        info = lock.inspect(client, [queue])[0]
+        if not info.held and queue not in queues.known_queues(client):
+            queues.resolve(client, [queue])  # raises UnknownQueue naming the known queues
+        doc: dict[str, object] = {"queue": queue, "dry_run": dry_run, "lock": info.as_dict(), "released": False}
+        if not info.held:
+            doc["reason"] = "not held"
+            _release_report(o, doc, f"lock of queue {queue!r} is not held; nothing to release")
+            return
+        shown = f"lock of queue {queue!r}: held by {info.describe_holder()}, " + (
+            "no expiry" if info.no_expiry else f"ttl {info.ttl}s"
+        )
+        if dry_run:
+            doc["reason"] = "dry run"
+            _release_report(o, doc, f"would release {shown}")
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Refused(
+                    f"refusing to release the lock of queue {queue!r} without --yes off a terminal; "
+                    "nothing was changed"
+                )
+            o.info(shown)
+            if not typer.confirm("Release it?", default=False, err=True):
+                raise Refused("not released: the operator declined")
+        assert info.holder is not None
+        released = lock.release_if(client, queue, info.holder)
+        doc["released"] = released
+        if not released:
+            doc["reason"] = "changed hands"
+            _release_report(o, doc, f"not released: the lock of queue {queue!r} changed since it was read "
+                                    "(expired, released, or taken by another holder); run lock status again")
+            raise typer.Exit(int(ExitCode.LOCK_HELD))
+        _release_report(o, doc, f"released {shown}")
+
+
+def _release_report(o: Output, doc: dict[str, object], text: str) -> None:
+    if o.json_mode:
+        o.emit_json(doc)
+    else:
+        o.line(text)
+
+
+@app.command("clean")
+def clean_cmd(
+    queue: QueuesOpt = None,
+    dry_run: DryRunOpt = False,
+    wait: WaitOpt = 0.0,
+    lock_ttl: LockTtlOpt = lock.DEFAULT_LEASE,
+    exception_handler: Annotated[
+        list[str] | None,
+        typer.Option("--exception-handler", help="module:function called for abandoned jobs, as a worker's "
+                     "exception handlers are; repeatable.", show_default=False),
+    ] = None,
+    requeue_abandoned: Annotated[
+        bool, typer.Option("--requeue-abandoned", help="First put abandoned jobs back on their queue "
+                           "(as requeue-abandoned does), so they are not moved to failed.")
+    ] = False,
+    max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does."""
+    from rqmaint import rqcompat
+
+    o = Output(json_out, debug)
+    with guard(o):
+        handlers = [rqcompat.load_handler(h) for h in exception_handler or []]
+        client = _open(o, url, timeout)
+        names = queues.resolve(client, queue)
+        opts = clean.CleanOptions(dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers)
+        if requeue_abandoned:
+            opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues)
+        results = []
+        for name in names:
+            if not json_out:
+                o.info(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
+            results.append(clean.clean_queue(client, name, opts))
+        code = ExitCode.OK
+        if any(r.requeue is not None and (r.requeue.given_up or r.requeue.problem_count) for r in results):
+            code = ExitCode.ATTENTION
+        if any(r.outcome in ("skipped-locked", "lease-lost") for r in results):
+            code = ExitCode.LOCK_HELD
+        if json_out:
+            o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in results]})
+        else:
+            o.table(
+                ("Would clean (dry run)" if dry_run else "Cleaned") if o.terminal else None,
+                ["queue", "outcome", "finished", "failed", "abandoned", "to_failed", "to_retry",
+                 "dead_workers", "intermediate_stuck", "holder"],
+                [[r.queue, r.outcome, r.plan.finished_expired, r.plan.failed_expired, r.plan.started_abandoned,
+                  r.plan.abandoned_to_failed, r.plan.abandoned_to_retry, r.plan.dead_workers,
+                  r.plan.intermediate_stuck, r.holder.describe_holder() if r.holder else None]
+                 for r in results],
+            )
+        for r in results:
+            if r.outcome == "skipped-locked":
+                o.info(f"skipped queue {r.queue!r}: its lock is held by "
+                       f"{r.holder.describe_holder() if r.holder else 'another holder'}; retry later or raise --wait")
+            elif r.outcome == "lease-lost":
+                o.info(f"stopped cleaning queue {r.queue!r} after steps {', '.join(r.steps_done)}: "
+                       "the lock was lost (expired or taken); raise --lock-ttl if Redis is slow")
+        if code != ExitCode.OK:
+            raise typer.Exit(int(code))
+
+
+@app.command("requeue-abandoned")
+def requeue_abandoned_cmd(
+    queue: QueuesOpt = None,
+    dry_run: DryRunOpt = False,
+    at_front: Annotated[bool, typer.Option("--at-front", help="Put the jobs at the head of their queue.")] = False,
+    include_failed: Annotated[
+        bool, typer.Option("--include-failed", help="Also requeue jobs RQ already moved to the failed registry "
+                           "as AbandonedJobError (never jobs that failed by raising).")
+    ] = False,
+    max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Move at most this many jobs per queue.", min=1)
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Jobs per atomic script call.", min=1, max=10000)
+    ] = requeue.DEFAULT_BATCH,
+    wait: WaitOpt = 0.0,
+    lock_ttl: LockTtlOpt = lock.DEFAULT_LEASE,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Put jobs whose worker died mid-job back on their queue, atomically and exactly once."""
+    o = Output(json_out, debug)
+    with guard(o):
+        client = _open(o, url, timeout)
+        names = queues.resolve(client, queue)
+        opts = requeue.RequeueOptions(dry_run=dry_run, at_front=at_front, include_failed=include_failed,
+                                      max_requeues=max_requeues, limit=limit, batch_size=batch_size)
+        reports = []
+        for name in names:
+            if not json_out:
+                o.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
+            reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl))
+        _render_requeue(o, dry_run, reports)
+        code = ExitCode.OK
+        if any(r.given_up or r.problem_count for r in reports):
+            code = ExitCode.ATTENTION
+        if any(r.outcome in ("skipped-locked", "lease-lost") for r in reports):
+            code = ExitCode.LOCK_HELD
+        if code != ExitCode.OK:
+            raise typer.Exit(int(code))
+
+
+def _render_requeue(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]) -> None:
+    if o.json_mode:
+        o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in reports]})
+        return
+    if dry_run:
+        jobs = [j for r in reports for j in r.jobs]
+        o.table(
+            "Abandoned jobs (dry run)" if o.terminal else None,
+            ["job_id", "queue", "from", "would", "description", "abandoned_since", "last_worker", "times_requeued"],
+            [[j.job_id, j.queue, j.source, j.action, j.description, j.abandoned_since, j.last_worker,
+              j.times_requeued] for j in jobs],
+        )
+    o.table(
+        ("Would requeue (dry run)" if dry_run else "Requeued") if o.terminal else None,
+        ["queue", "outcome", "requeued", "given_up", "skipped", "live_worker", "already_queued", "raced"],
+        [[r.name, r.outcome, r.requeued, r.given_up, r.skipped, r.counts.get("live_worker", 0),
+          r.already_queued, r.raced] for r in reports],
+    )
+    for r in reports:
+        for p in r.problems:
+            o.info(f"queue {r.name!r}: skipped job {p['job_id']}: {p['reason']}")
+        if r.given_up:
+            o.info(f"queue {r.name!r}: gave up on {r.given_up} job(s) abandoned too often (poison?): "
+                   f"{', '.join(r.given_up_jobs[:10])}; they are in the failed registry")
+        if r.outcome == "skipped-locked":
+            o.info(f"skipped queue {r.name!r}: its lock is held by "
+                   f"{r.holder.describe_holder() if r.holder else 'another holder'}; retry later or raise --wait")
+        elif r.outcome == "lease-lost":
+            o.info(f"stopped on queue {r.name!r}: the lock was lost mid-run; raise --lock-ttl if Redis is slow")
+
+
+def main() -> None:
+    install_signal_handlers()
+    try:
+        app()
+    except UsageError as exc:  # pragma: no cover - usage errors are raised inside guard()
+        sys.stderr.write(f"rqmaint: error: {exc}\n")
+        sys.exit(int(ExitCode.USAGE))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

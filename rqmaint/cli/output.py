@@ -1,0 +1,134 @@
+"""The one place that owns the consoles and turns errors into a message and an exit code.
+
+stdout carries data only (a JSON document with --json, else a table on a terminal or plain lines off
+one); everything else (progress, logs, errors) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, NoReturn
+
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rqmaint.connection import Target, scrub
+from rqmaint.errors import ExitCode, Interrupted, RqmaintError
+
+PROG = "rqmaint"
+
+
+@dataclass
+class Output:
+    json_mode: bool = False
+    debug: bool = False
+    target: Target | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Console(soft_wrap=False)
+        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.out.is_terminal
+
+    def emit_json(self, doc: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """A rich table on a terminal; off one, tab-separated lines with a header (for grep/awk)."""
+        if self.terminal:
+            t = Table(title=title, title_justify="left")
+            for i, c in enumerate(columns):
+                t.add_column(c, justify="left" if i == 0 else "right" if _numeric(rows, i) else "left")
+            for r in rows:
+                t.add_row(*(_cell(v) for v in r))
+            self.out.print(t)
+        else:
+            lines = ["\t".join(columns)] + ["\t".join(_cell(v) for v in r) for r in rows]
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        """A line of human-readable result on stdout (not used in --json mode)."""
+        if self.terminal:
+            self.out.print(text)
+        else:
+            sys.stdout.write(_plain(text) + "\n")
+            sys.stdout.flush()
+
+    def info(self, text: str) -> None:
+        """Progress and logs: stderr."""
+        self.err.print(text)
+
+    def scrubbed(self, text: str) -> str:
+        return scrub(text, self.target) if self.target is not None else text
+
+
+def _numeric(rows: Sequence[Sequence[object]], i: int) -> bool:
+    return bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _plain(text: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
+
+
+def fail(o: Output, message: str, code: ExitCode) -> NoReturn:
+    o.err.print(f"{PROG}: error: {o.scrubbed(message)}", markup=False)
+    raise typer.Exit(int(code))
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted("SIGTERM")
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextmanager
+def guard(o: Output) -> Iterator[None]:
+    """Map every failure to one line on stderr and a documented exit code (traceback only with --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        if o.debug:
+            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        fail(o, str(Interrupted("SIGINT")), ExitCode.INTERRUPTED)
+    except RqmaintError as exc:
+        if o.debug:
+            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        fail(o, str(exc), exc.exit_code)
+    except redis.RedisError as exc:
+        if o.debug:
+            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        where = o.target.redacted if o.target else "Redis"
+        kind = type(exc).__name__
+        hint = (
+            "check that Redis is reachable, or raise --timeout"
+            if isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+            else "check the ACL permissions of the connecting user and the server's state"
+        )
+        fail(o, f"{kind} talking to {where}: {exc}; {hint}", ExitCode.ERROR)

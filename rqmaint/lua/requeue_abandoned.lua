@@ -1,0 +1,307 @@
+-- requeue_abandoned.lua: put a batch of abandoned RQ jobs back on their queue, atomically per job,
+-- re-checking every job's state inside the script (the Python side only proposes candidates).
+--
+-- KEYS     none: job, execution and worker keys are derived from the members, as RQ's own scripts
+--          do (so this is not Redis Cluster safe, like RQ itself).
+-- ARGV[1]  mode: "started" (members of rq:wip:<queue>), "intermediate" (ids in
+--          rq:queue:<queue>:intermediate) or "failed" (ids in rq:failed:<queue>)
+-- ARGV[2]  queue name of the registry the members come from
+-- ARGV[3]  now, epoch seconds (the caller's clock, as RQ uses its own)
+-- ARGV[4]  enqueued_at to write, RQ's format (%Y-%m-%dT%H:%M:%S.%fZ)
+-- ARGV[5]  "1" to push at the front of the queue (LPUSH), else "0" (RPUSH)
+-- ARGV[6]  max requeues: a job abandoned more often than this is given up (moved to failed)
+-- ARGV[7]  seconds to keep a job's abandonment counter (rqmaint:abandons:<id>)
+-- ARGV[8]  give-up reason for exactly max+1 abandonments: base64(zlib(text)) for rq:results
+-- ARGV[9]  the same reason as zlib(text), for the job hash's exc_info (RQ < 2.2 reads it there)
+-- ARGV[10] give-up reason for more than max+1 abandonments (max was lowered): base64(zlib(text))
+-- ARGV[11] the same, zlib(text)
+-- ARGV[12] seconds an intermediate-queue job must have been seen before it counts as stuck (60)
+-- ARGV[13..] pairs: member, expectation. Expectation is "" for started/intermediate; for failed it
+--          is the failure record the caller recognised as AbandonedJobError: "s" .. newest results
+--          stream entry id, or "h" .. the raw exc_info value. The job is only touched if unchanged.
+--
+-- Touches  rq:wip:<q>, rq:job:<id>, rq:job:<id>:dependents, rq:job::<id>:dependencies,
+--          rq:queue:<origin>, rq:queues, rq:queue:<origin>:intermediate(+:first_seen:<id>),
+--          rq:execution:<id>:<exec>, rq:executions:<id>, rq:worker:<w> (HDEL current_job only, never
+--          creating it), rq:worker:<w>:executions (SREM), rq:failed:<origin>, rq:results:<id>,
+--          rqmaint:abandons:<id>.
+-- Returns  a flat array of triples: outcome, job id (or member), abandonment count / detail.
+--          Outcomes: requeued, given_up, already_queued, first_seen (intermediate job seen for the
+--          first time; marked), gone (no longer in the registry or changed: someone else handled it),
+--          not_due, live_worker, in_started, missing_job, no_origin, unknown_origin, malformed,
+--          status (detail = the job's status, which is not one we requeue).
+
+local mode = ARGV[1]
+local qname = ARGV[2]
+local now = tonumber(ARGV[3])
+local enqueued_at = ARGV[4]
+local at_front = ARGV[5] == '1'
+local max_requeues = tonumber(ARGV[6])
+local counter_ttl = tonumber(ARGV[7])
+local exact_b64, exact_z, more_b64, more_z = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local stuck_after = tonumber(ARGV[12])
+
+local QUEUES = 'rq:queues'
+local DEFAULT_FAILURE_TTL = 31536000
+local wip = 'rq:wip:' .. qname
+local out = {}
+
+local function emit(outcome, id, detail)
+    out[#out + 1] = outcome
+    out[#out + 1] = id
+    out[#out + 1] = tostring(detail or '')
+end
+
+local function split(member)
+    local pos = string.find(member, ':', 1, true)
+    if pos then
+        return string.sub(member, 1, pos - 1), string.sub(member, pos + 1)
+    end
+    return member, ''
+end
+
+local function valid_id(id)
+    return id ~= '' and string.find(id, '^[%w_%-%.]+$') ~= nil
+end
+
+local function int_or(value, default)
+    local n = tonumber(value)
+    if n == nil then return default end
+    return math.floor(n)
+end
+
+-- The job's origin, or nil plus an outcome when it cannot be requeued there.
+local function origin_of(jkey)
+    local origin = redis.call('HGET', jkey, 'origin')
+    if not origin or origin == '' then return nil, 'no_origin' end
+    if origin ~= qname and redis.call('SISMEMBER', QUEUES, 'rq:queue:' .. origin) == 0 then
+        return nil, 'unknown_origin'
+    end
+    return origin, nil
+end
+
+-- Is a live worker busy with this job? Only a worker whose hash exists, carries no death mark and
+-- says it works on this job (current_job, RQ <= 2.x; or its executions set, RQ master) counts.
+local function live_worker(id, member, wname)
+    if not wname or wname == '' then return false end
+    local wkey = 'rq:worker:' .. wname
+    if redis.call('EXISTS', wkey) == 0 then return false end
+    if redis.call('HEXISTS', wkey, 'death') == 1 then return false end
+    local current = redis.call('HGET', wkey, 'current_job')
+    if current then return current == id end
+    if redis.call('HGET', wkey, 'state') ~= 'busy' then return false end
+    local execs = wkey .. ':executions'
+    if redis.call('EXISTS', execs) == 0 then return true end  -- busy, cannot tell with what: assume ours
+    return redis.call('SISMEMBER', execs, member) == 1
+end
+
+-- Remove every trace of an execution: wip entries, execution keys, worker references (without ever
+-- writing to a worker hash that may have expired), the intermediate list and its first_seen key.
+local function clear_execution(id, exec, wname, origin)
+    redis.call('ZREM', wip, id)
+    if exec ~= '' then
+        redis.call('ZREM', wip, id .. ':' .. exec)
+        redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
+        redis.call('ZREM', 'rq:executions:' .. id, exec)
+    end
+    if wname and wname ~= '' then
+        local wkey = 'rq:worker:' .. wname
+        if exec ~= '' then redis.call('SREM', wkey .. ':executions', id .. ':' .. exec) end
+        if redis.call('HGET', wkey, 'current_job') == id then
+            redis.call('HDEL', wkey, 'current_job', 'current_job_working_time')
+        end
+    end
+    local inter = 'rq:queue:' .. origin .. ':intermediate'
+    redis.call('LREM', inter, 0, id)
+    redis.call('DEL', inter .. ':first_seen:' .. id)
+end
+
+local function dependency_keys(id)
+    return 'rq:job:' .. id .. ':dependents', 'rq:job::' .. id .. ':dependencies'
+end
+
+-- Leave the job exactly as a fresh enqueue would: status queued, fresh enqueued_at, start/end cleared,
+-- the key persisted or given the job's own ttl, the queue registered, the id pushed once.
+local function requeue(id, jkey, origin)
+    redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', enqueued_at, 'started_at', '',
+        'ended_at', '', 'worker_name', '', 'last_heartbeat', '')
+    redis.call('HDEL', jkey, 'exc_info')
+    local deps1, deps2 = dependency_keys(id)
+    local ttl = int_or(redis.call('HGET', jkey, 'ttl'), -1)
+    if ttl > 0 then
+        redis.call('EXPIRE', jkey, ttl)
+        redis.call('EXPIRE', deps1, ttl)
+        redis.call('EXPIRE', deps2, ttl)
+    else
+        redis.call('PERSIST', jkey)
+        redis.call('PERSIST', deps1)
+        redis.call('PERSIST', deps2)
+    end
+    local qkey = 'rq:queue:' .. origin
+    redis.call('SADD', QUEUES, qkey)
+    if at_front then
+        redis.call('LPUSH', qkey, id)
+    else
+        redis.call('RPUSH', qkey, id)
+    end
+end
+
+-- Move the job to its origin's failed registry, as RQ's FailedJobRegistry.add does, with a reason
+-- that says how often it was abandoned.
+local function give_up(id, jkey, origin, count)
+    local b64, z = exact_b64, exact_z
+    if count > max_requeues + 1 then b64, z = more_b64, more_z end
+    local failure_ttl = int_or(redis.call('HGET', jkey, 'failure_ttl'), DEFAULT_FAILURE_TTL)
+    local score = failure_ttl
+    if failure_ttl >= 0 then score = math.floor(now) + failure_ttl end
+    redis.call('HSET', jkey, 'status', 'failed', 'exc_info', z)
+    redis.call('ZADD', 'rq:failed:' .. origin, score, id)
+    local deps1, deps2 = dependency_keys(id)
+    if failure_ttl > 0 then
+        redis.call('EXPIRE', jkey, failure_ttl)
+        redis.call('EXPIRE', deps1, failure_ttl)
+        redis.call('EXPIRE', deps2, failure_ttl)
+    else
+        redis.call('PERSIST', jkey)
+    end
+    local rkey = 'rq:results:' .. id
+    redis.call('XADD', rkey, 'MAXLEN', '~', 10, '*', 'type', 2, 'worker_name', '', 'exc_string', b64)
+    if failure_ttl > 0 then redis.call('EXPIRE', rkey, failure_ttl) end
+end
+
+-- Count this abandonment and requeue the job, or give it up past the limit.
+local function settle(id, jkey, origin)
+    local ckey = 'rqmaint:abandons:' .. id
+    local count = redis.call('INCR', ckey)
+    redis.call('EXPIRE', ckey, counter_ttl)
+    if count > max_requeues then
+        give_up(id, jkey, origin, count)
+        emit('given_up', id, count)
+    else
+        requeue(id, jkey, origin)
+        emit('requeued', id, count)
+    end
+end
+
+local function requeueable_status(status)
+    return status == 'started' or status == 'queued'
+end
+
+for i = 13, #ARGV, 2 do
+    local member = ARGV[i]
+    local expect = ARGV[i + 1]
+    if mode == 'started' then
+        local score = redis.call('ZSCORE', wip, member)
+        local id, exec = split(member)
+        if not score then
+            emit('gone', member)
+        elseif tonumber(score) > now then
+            emit('not_due', member)
+        elseif not valid_id(id) then
+            emit('malformed', member)
+        else
+            local jkey = 'rq:job:' .. id
+            local status = redis.call('HGET', jkey, 'status')
+            if redis.call('EXISTS', jkey) == 0 then
+                emit('missing_job', id)
+            elseif not requeueable_status(status) then
+                emit('status', id, status or '')
+            else
+                local origin, why = origin_of(jkey)
+                local wname = false
+                if exec ~= '' then wname = redis.call('HGET', 'rq:execution:' .. id .. ':' .. exec, 'worker_name') end
+                if not wname or wname == '' then wname = redis.call('HGET', jkey, 'worker_name') end
+                if not origin then
+                    emit(why, id)
+                elseif live_worker(id, member, wname) then
+                    emit('live_worker', id, wname)
+                else
+                    clear_execution(id, exec, wname, origin)
+                    settle(id, jkey, origin)
+                end
+            end
+        end
+    elseif mode == 'intermediate' then
+        local id = member
+        local inter = 'rq:queue:' .. qname .. ':intermediate'
+        local seen_key = inter .. ':first_seen:' .. id
+        if not redis.call('LPOS', inter, id) then
+            emit('gone', id)
+        elseif not valid_id(id) then
+            emit('malformed', id)
+        else
+            local in_started = redis.call('ZSCORE', wip, id) ~= false
+            if not in_started then
+                for _, exec in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
+                    if redis.call('ZSCORE', wip, id .. ':' .. exec) then in_started = true break end
+                end
+            end
+            local seen = redis.call('GET', seen_key)
+            local jkey = 'rq:job:' .. id
+            if in_started then
+                emit('in_started', id)
+            elseif not seen then
+                redis.call('SET', seen_key, tostring(now), 'NX', 'EX', 86400)  -- as RQ's IntermediateQueue
+                emit('first_seen', id)
+            elseif now - (tonumber(seen) or now) <= stuck_after then
+                emit('not_due', id)
+            elseif redis.call('EXISTS', jkey) == 0 then
+                emit('missing_job', id)
+            else
+                local status = redis.call('HGET', jkey, 'status')
+                local origin, why = origin_of(jkey)
+                if not requeueable_status(status) then
+                    emit('status', id, status or '')
+                elseif not origin then
+                    emit(why, id)
+                elseif redis.call('LPOS', 'rq:queue:' .. origin, id) then
+                    redis.call('LREM', inter, 0, id)
+                    redis.call('DEL', seen_key)
+                    emit('already_queued', id)
+                else
+                    clear_execution(id, '', false, origin)
+                    redis.call('LREM', inter, 0, id)
+                    redis.call('DEL', seen_key)
+                    settle(id, jkey, origin)
+                end
+            end
+        end
+    elseif mode == 'failed' then
+        local id = member
+        local fkey = 'rq:failed:' .. qname
+        local jkey = 'rq:job:' .. id
+        if not redis.call('ZSCORE', fkey, id) then
+            emit('gone', id)
+        elseif not valid_id(id) then
+            emit('malformed', id)
+        elseif redis.call('EXISTS', jkey) == 0 then
+            emit('missing_job', id)
+        elseif redis.call('HGET', jkey, 'status') ~= 'failed' then
+            emit('gone', id)
+        else
+            local unchanged
+            local kind = string.sub(expect, 1, 1)
+            local value = string.sub(expect, 2)
+            if kind == 's' then
+                local newest = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+                unchanged = newest[1] ~= nil and newest[1][1] == value
+            else
+                unchanged = redis.call('HGET', jkey, 'exc_info') == value
+            end
+            local origin, why = origin_of(jkey)
+            if not unchanged then
+                emit('gone', id)
+            elseif not origin then
+                emit(why, id)
+            else
+                redis.call('ZREM', fkey, id)
+                clear_execution(id, '', false, origin)
+                settle(id, jkey, origin)
+            end
+        end
+    else
+        return redis.error_reply('unknown mode ' .. tostring(mode))
+    end
+end
+
+return out

@@ -1,0 +1,551 @@
+"""Requeue abandoned jobs: jobs whose worker died mid-job (started registry, deadline passed, worker not
+alive and busy with them), jobs stuck in the intermediate queue, and optionally jobs that RQ's own
+maintenance already moved to the failed registry as AbandonedJobError.
+
+Python proposes candidates in batches; ``lua/requeue_abandoned.lua`` re-checks each one and moves it
+atomically, so a SIGKILL at any instant leaves every job in exactly one place. Nothing is unpickled:
+only plain hash fields, and zlib/base64 text of failure records, are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import redis
+
+from rqmaint import keys, lock, scripts
+from rqmaint.lock import decode
+
+DEFAULT_MAX_REQUEUES = 3
+DEFAULT_BATCH = 500
+COUNTER_TTL = 7 * 24 * 3600  # how long a job's abandonment counter is kept after its last abandonment
+INTERMEDIATE_GRACE = 60  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
+ABANDONED_MARK = "Moved to FailedJobRegistry, due to AbandonedJobError"
+MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems); totals are always exact
+
+# Outcomes of the Lua script. "Problems" are bad data that needs an operator (exit 4).
+MOVED = ("requeued", "given_up", "already_queued")
+PROBLEMS = frozenset({"missing_job", "no_origin", "unknown_origin", "malformed", "status"})
+STAYS = frozenset({"not_due", "live_worker", "in_started", "first_seen"}) | PROBLEMS
+
+
+@dataclass
+class JobLine:
+    """One job as the dry run shows it (plain fields only)."""
+
+    job_id: str
+    queue: str
+    source: str  # started | intermediate | failed
+    action: str  # what would happen: requeue, give_up, skip:<reason>
+    description: str | None
+    abandoned_since: str | None  # ISO time the deadline passed (started) or first seen (intermediate)
+    last_worker: str | None
+    times_requeued: int
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QueueRequeue:
+    name: str
+    outcome: str = "done"  # done | would-requeue | skipped-locked | lease-lost
+    requeued: int = 0
+    given_up: int = 0
+    already_queued: int = 0
+    raced: int = 0  # handled by someone else between our read and the script
+    reconciled: int = 0  # lost races against RQ's lock-less cleanup that were repaired
+    counts: Counter[str] = field(default_factory=Counter)
+    given_up_jobs: list[str] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    jobs: list[JobLine] = field(default_factory=list)  # dry run only
+    holder: lock.LockInfo | None = None
+    duration: float = 0.0
+
+    @property
+    def skipped(self) -> int:
+        return sum(n for k, n in self.counts.items() if k in PROBLEMS or k == "live_worker")
+
+    @property
+    def problem_count(self) -> int:
+        return sum(n for k, n in self.counts.items() if k in PROBLEMS)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "requeued": self.requeued,
+            "given_up": self.given_up,
+            "skipped": self.skipped,
+            "already_queued": self.already_queued,
+            "raced": self.raced,
+            "reconciled": self.reconciled,
+            "live_worker": self.counts.get("live_worker", 0),
+            "watching": self.counts.get("first_seen", 0),
+            "skipped_reasons": {k: n for k, n in sorted(self.counts.items()) if k in PROBLEMS},
+            "given_up_jobs": list(self.given_up_jobs),
+            "problems": list(self.problems),
+            "jobs": [j.as_dict() for j in self.jobs],
+            "holder": None if self.holder is None else self.holder.as_dict(),
+            "duration": round(self.duration, 4),
+        }
+
+    def record(self, outcome: str, job_id: str, detail: str) -> None:
+        self.counts[outcome] += 1
+        if outcome == "requeued":
+            self.requeued += 1
+        elif outcome == "given_up":
+            self.given_up += 1
+            if len(self.given_up_jobs) < MAX_LISTED:
+                self.given_up_jobs.append(job_id)
+        elif outcome == "already_queued":
+            self.already_queued += 1
+        elif outcome == "gone":
+            self.raced += 1
+        elif outcome in PROBLEMS and len(self.problems) < MAX_LISTED:
+            reason = f"status {detail!r}" if outcome == "status" else outcome
+            self.problems.append({"job_id": job_id, "reason": reason})
+
+
+@dataclass
+class RequeueOptions:
+    dry_run: bool = False
+    at_front: bool = False
+    include_failed: bool = False
+    max_requeues: int = DEFAULT_MAX_REQUEUES
+    limit: int | None = None
+    batch_size: int = DEFAULT_BATCH
+
+
+def rq_time(ts: float) -> str:
+    """RQ's utcformat: %Y-%m-%dT%H:%M:%S.%fZ."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def give_up_reasons(max_requeues: int, now: float) -> list[bytes]:
+    """ARGV[8..11] of the script: the failure text for exactly max+1 and for more abandonments."""
+    at = datetime.fromtimestamp(now, timezone.utc)
+    exact = (
+        f"Abandoned {max_requeues + 1} times (its worker died mid-job each time); rqmaint gave up after "
+        f"--max-requeues {max_requeues} and moved it to FailedJobRegistry at {at}"
+    )
+    more = (
+        f"Abandoned more than {max_requeues + 1} times (its worker died mid-job each time); rqmaint gave up "
+        f"after --max-requeues {max_requeues} and moved it to FailedJobRegistry at {at}"
+    )
+    out = []
+    for text in (exact, more):
+        z = zlib.compress(text.encode("utf-8"))
+        out += [base64.b64encode(z), z]
+    return out
+
+
+def decode_failure(raw: bytes | None, *, b64: bool) -> str | None:
+    """The text of a failure record (zlib, base64(zlib) in results streams). Never unpickles."""
+    if not raw:
+        return None
+    try:
+        data = base64.b64decode(raw) if b64 else raw
+        return zlib.decompress(data).decode("utf-8", "replace")
+    except (ValueError, zlib.error):
+        return None if b64 else raw.decode("utf-8", "replace")
+
+
+def abandoned_marker(
+    exc_info: bytes | None, newest: list[tuple[bytes, dict[bytes, bytes]]]
+) -> str | None:
+    """The expectation string for the script if the job failed as AbandonedJobError, else None.
+
+    RQ >= 2.2 records it as the newest results-stream entry (type 2); 1.16-2.1 in the hash's exc_info.
+    A job whose newest failure record says anything else (it raised, it was stopped) is never taken.
+    """
+    if newest:
+        entry_id, fields = newest[0]
+        if fields.get(b"type") == b"2":
+            text = decode_failure(fields.get(b"exc_string"), b64=True)
+            if text is not None and text.startswith(ABANDONED_MARK):
+                return "s" + (decode(entry_id) or "")
+            return None
+    text = decode_failure(exc_info, b64=False)
+    if exc_info is not None and text is not None and text.startswith(ABANDONED_MARK):
+        return "h" + exc_info.decode("latin-1")
+    return None
+
+
+class Requeuer:
+    """Runs one queue's requeue (or its dry run) in batches."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        queue: str,
+        opts: RequeueOptions,
+        checkpoint: Callable[[], None] = lambda: None,
+        now: float | None = None,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.opts = opts
+        self.checkpoint = checkpoint
+        self.now = time.time() if now is None else now
+        self.report = QueueRequeue(queue, outcome="would-requeue" if opts.dry_run else "done")
+        self._reasons = give_up_reasons(opts.max_requeues, self.now)
+        self._pending_check: list[tuple[str, bytes | None]] = []
+
+    # -- budget ---------------------------------------------------------------------------------------
+    def _room(self) -> int:
+        if self.opts.limit is None:
+            return self.opts.batch_size
+        done = self.report.requeued + self.report.given_up
+        return max(0, min(self.opts.batch_size, self.opts.limit - done))
+
+    # -- candidates -----------------------------------------------------------------------------------
+    def _started_batches(self) -> Iterator[list[tuple[bytes, float]]]:
+        offset = 0
+        key = keys.started(self.queue)
+        while True:
+            room = self._room()
+            if room <= 0:
+                return
+            rows = self.client.zrangebyscore(key, "-inf", self.now, start=offset, num=room, withscores=True)
+            if not rows:
+                return
+            stayed = yield [(m, float(s)) for m, s in rows]
+            offset += int(stayed or 0)
+
+    def _intermediate_ids(self) -> list[bytes]:
+        return list(self.client.lrange(keys.intermediate(self.queue), 0, -1))
+
+    def _failed_batches(self) -> Iterator[list[bytes]]:
+        cursor = 0
+        key = keys.failed(self.queue)
+        while True:
+            cursor, members = self.client.zscan(key, cursor, count=self.opts.batch_size)
+            if members:
+                yield [m for m, _ in members]
+            if cursor == 0:
+                return
+
+    # -- running --------------------------------------------------------------------------------------
+    def _script(self, mode: str, pairs: list[tuple[bytes, bytes | str]]) -> list[tuple[str, str, str]]:
+        args: list[object] = [
+            mode,
+            self.queue,
+            repr(self.now),
+            rq_time(time.time()),
+            "1" if self.opts.at_front else "0",
+            self.opts.max_requeues,
+            COUNTER_TTL,
+            *self._reasons,
+            INTERMEDIATE_GRACE,
+        ]
+        for member, expect in pairs:
+            args += [member, expect]
+        flat = scripts.run(self.client, "requeue_abandoned", [], args)
+        return [
+            (decode(flat[i]) or "", decode(flat[i + 1]) or "", decode(flat[i + 2]) or "")
+            for i in range(0, len(flat), 3)
+        ]
+
+    def _apply(self, results: list[tuple[str, str, str]]) -> int:
+        stayed = 0
+        for outcome, job_id, detail in results:
+            self.report.record(outcome, job_id, detail)
+            if outcome in STAYS:
+                stayed += 1
+        return stayed
+
+    def run(self) -> QueueRequeue:
+        started = time.monotonic()
+        if self.opts.dry_run:
+            self._dry_run()
+        else:
+            try:
+                self._run_started()
+                self._run_intermediate()
+                if self.opts.include_failed:
+                    self._run_failed()
+            finally:
+                self._reconcile()
+        self.report.duration = time.monotonic() - started
+        return self.report
+
+    def _run_started(self) -> None:
+        batches = self._started_batches()
+        try:
+            rows = next(batches)
+            while True:
+                self.checkpoint()
+                results = self._script("started", [(m, b"") for m, _ in rows])
+                stayed = self._apply(results)
+                self._track(results)
+                rows = batches.send(stayed)
+        except StopIteration:
+            pass
+
+    def _run_intermediate(self) -> None:
+        ids = self._intermediate_ids()
+        for i in range(0, len(ids), self.opts.batch_size):
+            room = self._room()
+            if room <= 0:
+                return
+            self.checkpoint()
+            chunk = ids[i : i + min(room, self.opts.batch_size)]
+            results = self._script("intermediate", [(j, b"") for j in chunk])
+            self._apply(results)
+            self._track(results)
+
+    def _failed_candidates(self, ids: list[bytes]) -> list[tuple[bytes, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            jid = decode(job_id) or ""
+            pipe.hget(keys.job(jid), "status")
+            pipe.hget(keys.job(jid), "exc_info")
+            pipe.xrevrange(keys.results(jid), "+", "-", count=1)
+        replies = pipe.execute()
+        out = []
+        for n, job_id in enumerate(ids):
+            status, exc_info, newest = replies[3 * n : 3 * n + 3]
+            if status != b"failed":
+                continue
+            marker = abandoned_marker(exc_info, newest)
+            if marker is not None:
+                out.append((job_id, marker))
+        return out
+
+    def _run_failed(self) -> None:
+        for ids in self._failed_batches():
+            room = self._room()
+            if room <= 0:
+                return
+            self.checkpoint()
+            candidates = self._failed_candidates(ids)[:room]
+            if candidates:
+                results = self._script("failed", [(m, e.encode("latin-1")) for m, e in candidates])
+                self._apply(results)
+                self._track(results)
+
+    # -- lost races against RQ's lock-less cleanups ---------------------------------------------------
+    def _track(self, results: list[tuple[str, str, str]]) -> None:
+        """Reconcile the previous batch, then remember this batch's requeued jobs for the next check.
+
+        RQ's StartedJobRegistry.cleanup (run without the lock by ``rq info`` and ``registry.count``) reads
+        expired entries, then EXECs later; if our script runs in between, its EXEC marks a job we just
+        requeued as failed (or retries it, pushing it a second time). Checking one batch later gives
+        such a cleanup time to finish; the last batch is checked at the end of the run.
+        """
+        previous, self._pending_check = self._pending_check, []
+        if previous:
+            self._reconcile_ids(previous)
+        requeued = [job_id for outcome, job_id, _ in results if outcome == "requeued"]
+        if requeued:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in requeued:
+                pipe.hget(keys.job(job_id), "retries_left")
+            self._pending_check = list(zip(requeued, pipe.execute(), strict=True))
+
+    def _reconcile(self) -> None:
+        pending, self._pending_check = self._pending_check, []
+        if pending:
+            self._reconcile_ids(pending)
+
+    def _reconcile_ids(self, pending: list[tuple[str, bytes | None]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, _ in pending:
+            pipe.hmget(keys.job(job_id), ["status", "retries_left"])
+        suspects = [
+            job_id
+            for (job_id, retries_before), (status, retries_now) in zip(pending, pipe.execute(), strict=True)
+            if status in (b"failed", b"scheduled") or retries_now != retries_before
+        ]
+        if suspects:
+            flat = scripts.run(
+                self.client, "reconcile_requeued", [], [self.queue, rq_time(time.time()), *suspects]
+            )
+            self.report.reconciled += sum(1 for i in range(0, len(flat), 2) if flat[i + 1] != b"ok")
+
+    # -- dry run --------------------------------------------------------------------------------------
+    def _dry_run(self) -> None:
+        """Classify candidates read-only (plain reads, no script), mirroring the script's checks."""
+        batches = self._started_batches()
+        try:
+            rows = next(batches)
+            while True:
+                self.checkpoint()
+                for ln in self._classify_started(rows):
+                    self._dry_add(ln)
+                # Nothing is removed in a dry run: every row stays, so move past all of them.
+                rows = batches.send(len(rows))
+        except StopIteration:
+            pass
+        ids = self._intermediate_ids()
+        for i in range(0, len(ids), self.opts.batch_size):
+            if self._room() <= 0:
+                break
+            for ln in self._classify_intermediate(ids[i : i + self.opts.batch_size]):
+                self._dry_add(ln)
+        if self.opts.include_failed:
+            for ids_batch in self._failed_batches():
+                room = self._room()
+                if room <= 0:
+                    break
+                cands = self._failed_candidates(ids_batch)[:room]
+                for ln in self._classify_failed([m for m, _ in cands]):
+                    self._dry_add(ln)
+
+    def _dry_add(self, ln: JobLine) -> None:
+        action = ln.action
+        outcome = {"requeue": "requeued", "give_up": "given_up"}.get(action, action.removeprefix("skip:"))
+        self.report.record(outcome, ln.job_id, "")
+        if len(self.report.jobs) < MAX_LISTED:
+            self.report.jobs.append(ln)
+
+    def _job_fields(self, ids: list[str]) -> list[list[bytes | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for jid in ids:
+            pipe.hmget(keys.job(jid), ["status", "origin", "worker_name", "description"])
+            pipe.exists(keys.job(jid))
+            pipe.get(keys.abandons(jid))
+        replies = pipe.execute()
+        return [[*replies[3 * i], replies[3 * i + 1], replies[3 * i + 2]] for i in range(len(ids))]
+
+    def _decide(self, count: int) -> str:
+        return "give_up" if count + 1 > self.opts.max_requeues else "requeue"
+
+    def _origin_problem(self, origin: str | None) -> str | None:
+        if not origin:
+            return "skip:no_origin"
+        if origin != self.queue and not self.client.sismember(keys.QUEUES, keys.queue(origin)):
+            return "skip:unknown_origin"
+        return None
+
+    def _classify_started(self, rows: list[tuple[bytes, float]]) -> list[JobLine]:
+        members = [decode(m) or "" for m, _ in rows]
+        ids = [m.split(":", 1)[0] for m in members]
+        fields = self._job_fields(ids)
+        pipe = self.client.pipeline(transaction=False)
+        for m, jid in zip(members, ids, strict=True):
+            exec_id = m.split(":", 1)[1] if ":" in m else ""
+            pipe.hget(keys.execution(jid, exec_id), "worker_name") if exec_id else pipe.echo("")
+        exec_workers = pipe.execute()
+        workers = []
+        for n in range(len(ids)):
+            w = decode(exec_workers[n]) or decode(fields[n][2]) or ""
+            workers.append(w)
+        wpipe = self.client.pipeline(transaction=False)
+        for w in workers:
+            wk = keys.worker(w) if w else "rqmaint:nonexistent"
+            wpipe.exists(wk)
+            wpipe.hmget(wk, ["death", "current_job", "state"])
+            wpipe.exists(wk + ":executions")
+        wr = wpipe.execute()
+        out = []
+        for n, ((member, score), jid) in enumerate(zip(rows, ids, strict=True)):
+            status, origin, _wn, desc, exists, counter = fields[n]
+            w = workers[n]
+            w_exists, (death, current, state), execs_exist = wr[3 * n], wr[3 * n + 1], wr[3 * n + 2]
+            count = int(counter or 0)
+            st = decode(status)
+            if not jid or not all(c.isalnum() or c in "_-." for c in jid):
+                action = "skip:malformed"
+            elif not exists:
+                action = "skip:missing_job"
+            elif st not in ("started", "queued"):
+                action = "skip:status"
+            else:
+                action = self._origin_problem(decode(origin)) or ""
+                if not action:
+                    live = False
+                    if w and w_exists and not death:
+                        if current is not None:
+                            live = decode(current) == jid
+                        elif state == b"busy":
+                            live = (not execs_exist) or bool(
+                                self.client.sismember(keys.worker(w) + ":executions", decode(member) or "")
+                            )
+                    action = "skip:live_worker" if live else self._decide(count)
+            out.append(
+                JobLine(jid, self.queue, "started", action, decode(desc), _iso(score), w or None, count)
+            )
+        return out
+
+    def _classify_intermediate(self, raw_ids: list[bytes]) -> list[JobLine]:
+        ids = [decode(j) or "" for j in raw_ids]
+        fields = self._job_fields(ids)
+        pipe = self.client.pipeline(transaction=False)
+        for jid in ids:
+            pipe.get(keys.first_seen(self.queue, jid))
+            pipe.zscore(keys.started(self.queue), jid)
+            pipe.zrange(keys.executions(jid), 0, -1)
+        replies = pipe.execute()
+        wip_check = self.client.pipeline(transaction=False)
+        execs_per_job = [replies[3 * n + 2] for n in range(len(ids))]
+        for jid, execs in zip(ids, execs_per_job, strict=True):
+            for e in execs:
+                wip_check.zscore(keys.started(self.queue), f"{jid}:{decode(e)}")
+        wip_scores = iter(wip_check.execute())
+        out = []
+        for n, jid in enumerate(ids):
+            status, origin, w, desc, exists, counter = fields[n]
+            seen, plain_score = replies[3 * n], replies[3 * n + 1]
+            in_started = plain_score is not None
+            for _ in execs_per_job[n]:
+                in_started = (next(wip_scores) is not None) or in_started
+            count = int(counter or 0)
+            seen_at = float(decode(seen) or 0) if seen else None
+            if in_started:
+                action = "skip:in_started"
+            elif seen_at is None:
+                action = "skip:first_seen"
+            elif self.now - seen_at <= INTERMEDIATE_GRACE:
+                action = "skip:not_due"
+            elif not exists:
+                action = "skip:missing_job"
+            elif decode(status) not in ("started", "queued"):
+                action = "skip:status"
+            else:
+                action = self._origin_problem(decode(origin)) or self._decide(count)
+            out.append(
+                JobLine(jid, self.queue, "intermediate", action, decode(desc), _iso(seen_at), decode(w), count)
+            )
+        return out
+
+    def _classify_failed(self, raw_ids: list[bytes]) -> list[JobLine]:
+        ids = [decode(j) or "" for j in raw_ids]
+        fields = self._job_fields(ids)
+        out = []
+        for n, jid in enumerate(ids):
+            _status, origin, w, desc, _exists, counter = fields[n]
+            count = int(counter or 0)
+            action = self._origin_problem(decode(origin)) or self._decide(count)
+            out.append(JobLine(jid, self.queue, "failed", action, decode(desc), None, decode(w), count))
+        return out
+
+
+def requeue_queue(
+    client: redis.Redis, queue: str, opts: RequeueOptions, wait: float, lock_ttl: float
+) -> QueueRequeue:
+    """Hold the queue's lock (like ``clean``) and requeue its abandoned jobs; a dry run takes no lock."""
+    if opts.dry_run:
+        return Requeuer(client, queue, opts).run()
+    with lock.held(client, queue, lock_ttl, wait) as lease:
+        if lease is None:
+            report = QueueRequeue(queue, outcome="skipped-locked")
+            report.holder = lock.inspect(client, [queue])[0]
+            return report
+        requeuer = Requeuer(client, queue, opts, checkpoint=lease.check)
+        try:
+            return requeuer.run()
+        except lock.LeaseLost:
+            requeuer.report.outcome = "lease-lost"
+            return requeuer.report

@@ -1,0 +1,32 @@
+"""Lua scripts shipped as package data (rqmaint/lua/*.lua), registered once per client."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+
+@cache
+def source(name: str) -> str:
+    return resources.files("rqmaint").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+_registered: dict[tuple[int, str], Script] = {}
+
+
+def script(client: redis.Redis, name: str) -> Script:
+    """The registered script ``name`` for ``client`` (EVALSHA with automatic EVAL fallback)."""
+    key = (id(client), name)
+    found = _registered.get(key)
+    if found is None or found.registered_client is not client:
+        found = client.register_script(source(name))
+        _registered[key] = found
+    return found
+
+
+def run(client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+    return script(client, name)(keys=keys, args=args, client=client)
