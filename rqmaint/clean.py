@@ -17,7 +17,7 @@ import redis
 
 from rqmaint import keys, lock, rqcompat
 from rqmaint.lock import LeaseLost, LockInfo, decode
-from rqmaint.requeue import QueueRequeue, Requeuer, RequeueOptions
+from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
 
 INTERMEDIATE_GRACE = 60.0  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 

@@ -51,9 +51,7 @@ def redact_url(url: str) -> str:
         netloc = f"{user}@{hostport}"
     query = parts.query
     if "password=" in query:
-        query = "&".join(
-            "password=***" if q.startswith("password=") else q for q in query.split("&")
-        )
+        query = "&".join("password=***" if q.startswith("password=") else q for q in query.split("&"))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -74,9 +72,7 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0 seconds")
     try:
-        client = redis.Redis.from_url(
-            target.url, socket_connect_timeout=timeout, socket_timeout=timeout
-        )
+        client = redis.Redis.from_url(target.url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:
         raise UsageError(
             f"cannot use Redis URL {target.redacted} (from {target.source}): {scrub(str(exc), target)}; "

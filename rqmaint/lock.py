@@ -44,7 +44,13 @@ class Holder:
 
     def value(self) -> str:
         return json.dumps(
-            {"rqmaint": __version__, "host": self.host, "pid": self.pid, "since": self.since, "token": self.token},
+            {
+                "rqmaint": __version__,
+                "host": self.host,
+                "pid": self.pid,
+                "since": self.since,
+                "token": self.token,
+            },
             separators=(",", ":"),
         )
 
@@ -116,8 +122,16 @@ def interpret(queue: str, raw_value: bytes | None, pttl: int, now: float) -> Loc
     holder = Holder.parse(value)
     if holder is not None:
         return LockInfo(
-            queue, key, True, ttl, value, HOLDER_RQMAINT, holder.host, holder.pid,
-            max(0.0, now - holder.since), no_expiry,
+            queue,
+            key,
+            True,
+            ttl,
+            value,
+            HOLDER_RQMAINT,
+            holder.host,
+            holder.pid,
+            max(0.0, now - holder.since),
+            no_expiry,
         )
     if value == "1":
         # RQ sets EX 899 and never renews, so the age is 899 - ttl while the TTL is within range.
@@ -175,7 +189,9 @@ class Lease:
         return bool(self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)))
 
     def start_renewing(self) -> None:
-        self._thread = threading.Thread(target=self._renew_loop, name=f"rqmaint-lease-{self.queue}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._renew_loop, name=f"rqmaint-lease-{self.queue}", daemon=True
+        )
         self._thread.start()
 
     def _renew_loop(self) -> None:

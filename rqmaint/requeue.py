@@ -13,9 +13,10 @@ import base64
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import cast
 
 import redis
 
@@ -161,9 +162,7 @@ def decode_failure(raw: bytes | None, *, b64: bool) -> str | None:
         return None if b64 else raw.decode("utf-8", "replace")
 
 
-def abandoned_marker(
-    exc_info: bytes | None, newest: list[tuple[bytes, dict[bytes, bytes]]]
-) -> str | None:
+def abandoned_marker(exc_info: bytes | None, newest: list[tuple[bytes, dict[bytes, bytes]]]) -> str | None:
     """The expectation string for the script if the job failed as AbandonedJobError, else None.
 
     RQ >= 2.2 records it as the newest results-stream entry (type 2); 1.16-2.1 in the hash's exc_info.
@@ -210,27 +209,33 @@ class Requeuer:
         return max(0, min(self.opts.batch_size, self.opts.limit - done))
 
     # -- candidates -----------------------------------------------------------------------------------
-    def _started_batches(self) -> Iterator[list[tuple[bytes, float]]]:
+    def _started_batches(self) -> Generator[list[tuple[bytes, float]], int, None]:
         offset = 0
         key = keys.started(self.queue)
         while True:
             room = self._room()
             if room <= 0:
                 return
-            rows = self.client.zrangebyscore(key, "-inf", self.now, start=offset, num=room, withscores=True)
+            rows = cast(
+                list[tuple[bytes, float]],
+                self.client.zrangebyscore(key, "-inf", self.now, start=offset, num=room, withscores=True),
+            )
             if not rows:
                 return
             stayed = yield [(m, float(s)) for m, s in rows]
             offset += int(stayed or 0)
 
     def _intermediate_ids(self) -> list[bytes]:
-        return list(self.client.lrange(keys.intermediate(self.queue), 0, -1))
+        return cast(list[bytes], self.client.lrange(keys.intermediate(self.queue), 0, -1))
 
     def _failed_batches(self) -> Iterator[list[bytes]]:
         cursor = 0
         key = keys.failed(self.queue)
         while True:
-            cursor, members = self.client.zscan(key, cursor, count=self.opts.batch_size)
+            cursor, members = cast(
+                tuple[int, list[tuple[bytes, float]]],
+                self.client.zscan(key, cursor, count=self.opts.batch_size),
+            )
             if members:
                 yield [m for m, _ in members]
             if cursor == 0:
@@ -516,7 +521,9 @@ class Requeuer:
             else:
                 action = self._origin_problem(decode(origin)) or self._decide(count)
             out.append(
-                JobLine(jid, self.queue, "intermediate", action, decode(desc), _iso(seen_at), decode(w), count)
+                JobLine(
+                    jid, self.queue, "intermediate", action, decode(desc), _iso(seen_at), decode(w), count
+                )
             )
         return out
 

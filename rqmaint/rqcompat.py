@@ -56,7 +56,7 @@ def maintenance_worker(client: redis.Redis, queue_name: str, name: str) -> Any:
     """
     from rq import Queue, Worker
 
-    class MaintenanceWorker(Worker):  # type: ignore[misc]
+    class MaintenanceWorker(Worker):
         def increment_failed_job_count(self, pipeline: Any = None) -> None:
             return None
 

@@ -12,7 +12,7 @@ from redis.commands.core import Script
 
 @cache
 def source(name: str) -> str:
-    return resources.files("rqmaint").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return resources.files("rqmaint").joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 _registered: dict[tuple[int, str], Script] = {}

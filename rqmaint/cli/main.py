@@ -10,7 +10,7 @@ import typer
 from rqmaint import __version__, clean, lock, queues, requeue, status
 from rqmaint.cli.output import Output, guard, install_signal_handlers
 from rqmaint.connection import DEFAULT_TIMEOUT, connect, resolve_url
-from rqmaint.errors import ExitCode, Refused, UsageError
+from rqmaint.errors import ExitCode, Refused
 
 app = typer.Typer(
     name="rqmaint",
@@ -21,15 +21,18 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-lock_app = typer.Typer(help="Inspect and release RQ's per-queue cleaning lock (rq:clean_registries:<queue>).",
-                       no_args_is_help=True)
+lock_app = typer.Typer(
+    help="Inspect and release RQ's per-queue cleaning lock (rq:clean_registries:<queue>).",
+    no_args_is_help=True,
+)
 app.add_typer(lock_app, name="lock")
 
 # Options shared by every command.
 UrlOpt = Annotated[
     str | None,
     typer.Option(
-        "--url", "-u",
+        "--url",
+        "-u",
         help="Redis URL (redis://, rediss://, unix://). Default: env RQ_REDIS_URL, else REDIS_URL, "
         "else redis://localhost:6379/0.",
         show_default=False,
@@ -38,26 +41,39 @@ UrlOpt = Annotated[
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Connect and read timeout, in seconds.", min=0.001)
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors (passwords still redacted).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show tracebacks on errors (passwords still redacted).")
+]
 QueuesOpt = Annotated[
     list[str] | None,
-    typer.Option("--queue", "-q", help="Queue name; repeat for several. Default: every queue in rq:queues.",
-                 show_default=False),
+    typer.Option(
+        "--queue",
+        "-q",
+        help="Queue name; repeat for several. Default: every queue in rq:queues.",
+        show_default=False,
+    ),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]
 WaitOpt = Annotated[
-    float, typer.Option("--wait", help="Seconds to keep retrying a queue's lock held by another holder.", min=0)
+    float,
+    typer.Option("--wait", help="Seconds to keep retrying a queue's lock held by another holder.", min=0),
 ]
 MaxRequeuesOpt = Annotated[
     int,
-    typer.Option("--max-requeues", help="A job abandoned more often than this goes to the failed registry "
-                 "instead (poison job).", min=0),
+    typer.Option(
+        "--max-requeues",
+        help="A job abandoned more often than this goes to the failed registry instead (poison job).",
+        min=0,
+    ),
 ]
 LockTtlOpt = Annotated[
     float,
-    typer.Option("--lock-ttl", help="Lease on the lock, in seconds, renewed in the background while working.",
-                 min=1),
+    typer.Option(
+        "--lock-ttl", help="Lease on the lock, in seconds, renewed in the background while working.", min=1
+    ),
 ]
 
 
@@ -109,13 +125,40 @@ def status_cmd(
         if json_out:
             o.emit_json({"queues": [r.as_dict() for r in rows]})
             return
-        cols = ["queue", "queued", "started", "abandoned", "failed", "finished", "deferred", "scheduled",
-                "canceled", "intermediate", "workers", "lock"]
+        cols = [
+            "queue",
+            "queued",
+            "started",
+            "abandoned",
+            "failed",
+            "finished",
+            "deferred",
+            "scheduled",
+            "canceled",
+            "intermediate",
+            "workers",
+            "lock",
+        ]
         o.table(
             "RQ registries" if o.terminal else None,
             cols,
-            [[r.name, r.queued, r.started, r.abandoned, r.failed, r.finished, r.deferred, r.scheduled,
-              r.canceled, r.intermediate, r.workers, _lock_text(r.lock)] for r in rows],
+            [
+                [
+                    r.name,
+                    r.queued,
+                    r.started,
+                    r.abandoned,
+                    r.failed,
+                    r.finished,
+                    r.deferred,
+                    r.scheduled,
+                    r.canceled,
+                    r.intermediate,
+                    r.workers,
+                    _lock_text(r.lock),
+                ]
+                for r in rows
+            ],
         )
         if not rows:
             o.info("no queues: rq:queues is empty")
@@ -140,8 +183,17 @@ def lock_status_cmd(
         o.table(
             "Cleaning locks" if o.terminal else None,
             ["queue", "held", "ttl", "holder_kind", "holder", "held_for"],
-            [[i.queue, "yes" if i.held else "no", "none" if i.no_expiry else i.ttl, i.holder_kind,
-              i.describe_holder() if i.held else None, i.held_for] for i in infos],
+            [
+                [
+                    i.queue,
+                    "yes" if i.held else "no",
+                    "none" if i.no_expiry else i.ttl,
+                    i.holder_kind,
+                    i.describe_holder() if i.held else None,
+                    i.held_for,
+                ]
+                for i in infos
+            ],
         )
         if not infos:
             o.info("no queues: rq:queues is empty")
@@ -164,7 +216,12 @@ def lock_release_cmd(
         info = lock.inspect(client, [queue])[0]
         if not info.held and queue not in queues.known_queues(client):
             queues.resolve(client, [queue])  # raises UnknownQueue naming the known queues
-        doc: dict[str, object] = {"queue": queue, "dry_run": dry_run, "lock": info.as_dict(), "released": False}
+        doc: dict[str, object] = {
+            "queue": queue,
+            "dry_run": dry_run,
+            "lock": info.as_dict(),
+            "released": False,
+        }
         if not info.held:
             doc["reason"] = "not held"
             _release_report(o, doc, f"lock of queue {queue!r} is not held; nothing to release")
@@ -190,8 +247,12 @@ def lock_release_cmd(
         doc["released"] = released
         if not released:
             doc["reason"] = "changed hands"
-            _release_report(o, doc, f"not released: the lock of queue {queue!r} changed since it was read "
-                                    "(expired, released, or taken by another holder); run lock status again")
+            _release_report(
+                o,
+                doc,
+                f"not released: the lock of queue {queue!r} changed since it was read "
+                "(expired, released, or taken by another holder); run lock status again",
+            )
             raise typer.Exit(int(ExitCode.LOCK_HELD))
         _release_report(o, doc, f"released {shown}")
 
@@ -211,12 +272,20 @@ def clean_cmd(
     lock_ttl: LockTtlOpt = lock.DEFAULT_LEASE,
     exception_handler: Annotated[
         list[str] | None,
-        typer.Option("--exception-handler", help="module:function called for abandoned jobs, as a worker's "
-                     "exception handlers are; repeatable.", show_default=False),
+        typer.Option(
+            "--exception-handler",
+            help="module:function called for abandoned jobs, as a worker's "
+            "exception handlers are; repeatable.",
+            show_default=False,
+        ),
     ] = None,
     requeue_abandoned: Annotated[
-        bool, typer.Option("--requeue-abandoned", help="First put abandoned jobs back on their queue "
-                           "(as requeue-abandoned does), so they are not moved to failed.")
+        bool,
+        typer.Option(
+            "--requeue-abandoned",
+            help="First put abandoned jobs back on their queue "
+            "(as requeue-abandoned does), so they are not moved to failed.",
+        ),
     ] = False,
     max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
     url: UrlOpt = None,
@@ -250,20 +319,36 @@ def clean_cmd(
         else:
             o.table(
                 ("Would clean (dry run)" if dry_run else "Cleaned") if o.terminal else None,
-                ["queue", "outcome", "finished", "failed", "abandoned", "to_failed", "to_retry",
-                 "dead_workers", "intermediate_stuck", "holder"],
-                [[r.queue, r.outcome, r.plan.finished_expired, r.plan.failed_expired, r.plan.started_abandoned,
-                  r.plan.abandoned_to_failed, r.plan.abandoned_to_retry, r.plan.dead_workers,
-                  r.plan.intermediate_stuck, r.holder.describe_holder() if r.holder else None]
-                 for r in results],
+                [
+                    "queue",
+                    "outcome",
+                    "finished",
+                    "failed",
+                    "abandoned",
+                    "to_failed",
+                    "to_retry",
+                    "dead_workers",
+                    "intermediate_stuck",
+                    "holder",
+                ],
+                [
+                    [
+                        r.queue,
+                        r.outcome,
+                        r.plan.finished_expired,
+                        r.plan.failed_expired,
+                        r.plan.started_abandoned,
+                        r.plan.abandoned_to_failed,
+                        r.plan.abandoned_to_retry,
+                        r.plan.dead_workers,
+                        r.plan.intermediate_stuck,
+                        r.holder.describe_holder() if r.holder else None,
+                    ]
+                    for r in results
+                ],
             )
         for r in results:
-            if r.outcome == "skipped-locked":
-                o.info(f"skipped queue {r.queue!r}: its lock is held by "
-                       f"{r.holder.describe_holder() if r.holder else 'another holder'}; retry later or raise --wait")
-            elif r.outcome == "lease-lost":
-                o.info(f"stopped cleaning queue {r.queue!r} after steps {', '.join(r.steps_done)}: "
-                       "the lock was lost (expired or taken); raise --lock-ttl if Redis is slow")
+            _lock_outcome(o, r.queue, r.outcome, r.holder)
         if code != ExitCode.OK:
             raise typer.Exit(int(code))
 
@@ -272,10 +357,16 @@ def clean_cmd(
 def requeue_abandoned_cmd(
     queue: QueuesOpt = None,
     dry_run: DryRunOpt = False,
-    at_front: Annotated[bool, typer.Option("--at-front", help="Put the jobs at the head of their queue.")] = False,
+    at_front: Annotated[
+        bool, typer.Option("--at-front", help="Put the jobs at the head of their queue.")
+    ] = False,
     include_failed: Annotated[
-        bool, typer.Option("--include-failed", help="Also requeue jobs RQ already moved to the failed registry "
-                           "as AbandonedJobError (never jobs that failed by raising).")
+        bool,
+        typer.Option(
+            "--include-failed",
+            help="Also requeue jobs RQ already moved to the failed registry "
+            "as AbandonedJobError (never jobs that failed by raising).",
+        ),
     ] = False,
     max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
     limit: Annotated[
@@ -296,8 +387,14 @@ def requeue_abandoned_cmd(
     with guard(o):
         client = _open(o, url, timeout)
         names = queues.resolve(client, queue)
-        opts = requeue.RequeueOptions(dry_run=dry_run, at_front=at_front, include_failed=include_failed,
-                                      max_requeues=max_requeues, limit=limit, batch_size=batch_size)
+        opts = requeue.RequeueOptions(
+            dry_run=dry_run,
+            at_front=at_front,
+            include_failed=include_failed,
+            max_requeues=max_requeues,
+            limit=limit,
+            batch_size=batch_size,
+        )
         reports = []
         for name in names:
             if not json_out:
@@ -321,36 +418,72 @@ def _render_requeue(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue
         jobs = [j for r in reports for j in r.jobs]
         o.table(
             "Abandoned jobs (dry run)" if o.terminal else None,
-            ["job_id", "queue", "from", "would", "description", "abandoned_since", "last_worker", "times_requeued"],
-            [[j.job_id, j.queue, j.source, j.action, j.description, j.abandoned_since, j.last_worker,
-              j.times_requeued] for j in jobs],
+            [
+                "job_id",
+                "queue",
+                "from",
+                "would",
+                "description",
+                "abandoned_since",
+                "last_worker",
+                "times_requeued",
+            ],
+            [
+                [
+                    j.job_id,
+                    j.queue,
+                    j.source,
+                    j.action,
+                    j.description,
+                    j.abandoned_since,
+                    j.last_worker,
+                    j.times_requeued,
+                ]
+                for j in jobs
+            ],
         )
     o.table(
         ("Would requeue (dry run)" if dry_run else "Requeued") if o.terminal else None,
         ["queue", "outcome", "requeued", "given_up", "skipped", "live_worker", "already_queued", "raced"],
-        [[r.name, r.outcome, r.requeued, r.given_up, r.skipped, r.counts.get("live_worker", 0),
-          r.already_queued, r.raced] for r in reports],
+        [
+            [
+                r.name,
+                r.outcome,
+                r.requeued,
+                r.given_up,
+                r.skipped,
+                r.counts.get("live_worker", 0),
+                r.already_queued,
+                r.raced,
+            ]
+            for r in reports
+        ],
     )
     for r in reports:
         for p in r.problems:
             o.info(f"queue {r.name!r}: skipped job {p['job_id']}: {p['reason']}")
         if r.given_up:
-            o.info(f"queue {r.name!r}: gave up on {r.given_up} job(s) abandoned too often (poison?): "
-                   f"{', '.join(r.given_up_jobs[:10])}; they are in the failed registry")
-        if r.outcome == "skipped-locked":
-            o.info(f"skipped queue {r.name!r}: its lock is held by "
-                   f"{r.holder.describe_holder() if r.holder else 'another holder'}; retry later or raise --wait")
-        elif r.outcome == "lease-lost":
-            o.info(f"stopped on queue {r.name!r}: the lock was lost mid-run; raise --lock-ttl if Redis is slow")
+            o.info(
+                f"queue {r.name!r}: gave up on {r.given_up} job(s) abandoned too often (poison?): "
+                f"{', '.join(r.given_up_jobs[:10])}; they are in the failed registry"
+            )
+        _lock_outcome(o, r.name, r.outcome, r.holder)
+
+
+def _lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | None) -> None:
+    if outcome == "skipped-locked":
+        who = holder.describe_holder() if holder else "another holder"
+        o.info(f"skipped queue {queue!r}: its lock is held by {who}; retry later or raise --wait")
+    elif outcome == "lease-lost":
+        o.info(
+            f"stopped on queue {queue!r} at a safe point: the lock was lost (expired or taken); "
+            "raise --lock-ttl if Redis is slow"
+        )
 
 
 def main() -> None:
     install_signal_handlers()
-    try:
-        app()
-    except UsageError as exc:  # pragma: no cover - usage errors are raised inside guard()
-        sys.stderr.write(f"rqmaint: error: {exc}\n")
-        sys.exit(int(ExitCode.USAGE))
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover
