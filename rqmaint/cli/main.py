@@ -33,13 +33,15 @@ UrlOpt = Annotated[
     typer.Option(
         "--url",
         "-u",
+        metavar="URL",
         help="Redis URL (redis://, rediss://, unix://). Default: env RQ_REDIS_URL, else REDIS_URL, "
         "else redis://localhost:6379/0.",
         show_default=False,
     ),
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", help="Connect and read timeout, in seconds.", min=0.001)
+    float,
+    typer.Option("--timeout", metavar="SECONDS", help="Connect and read timeout, in seconds.", min=0.001),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
@@ -52,6 +54,7 @@ QueuesOpt = Annotated[
     typer.Option(
         "--queue",
         "-q",
+        metavar="QUEUE",
         help="Queue name; repeat for several. Default: every queue in rq:queues.",
         show_default=False,
     ),
@@ -59,12 +62,18 @@ QueuesOpt = Annotated[
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]
 WaitOpt = Annotated[
     float,
-    typer.Option("--wait", help="Seconds to keep retrying a queue's lock held by another holder.", min=0),
+    typer.Option(
+        "--wait",
+        metavar="SECONDS",
+        help="Seconds to keep retrying a queue's lock held by another holder.",
+        min=0,
+    ),
 ]
 MaxRequeuesOpt = Annotated[
     int,
     typer.Option(
         "--max-requeues",
+        metavar="N",
         help="A job abandoned more often than this goes to the failed registry instead (poison job).",
         min=0,
     ),
@@ -72,7 +81,10 @@ MaxRequeuesOpt = Annotated[
 LockTtlOpt = Annotated[
     float,
     typer.Option(
-        "--lock-ttl", help="Lease on the lock, in seconds, renewed in the background while working.", min=1
+        "--lock-ttl",
+        metavar="SECONDS",
+        help="Lease on the lock, in seconds, renewed in the background while working.",
+        min=1,
     ),
 ]
 
@@ -201,7 +213,9 @@ def lock_status_cmd(
 
 @lock_app.command("release")
 def lock_release_cmd(
-    queue: Annotated[str, typer.Option("--queue", "-q", help="The queue whose lock to release.")],
+    queue: Annotated[
+        str, typer.Option("--queue", "-q", metavar="QUEUE", help="The queue whose lock to release.")
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required off a terminal.")] = False,
     dry_run: DryRunOpt = False,
     url: UrlOpt = None,
@@ -274,6 +288,7 @@ def clean_cmd(
         list[str] | None,
         typer.Option(
             "--exception-handler",
+            metavar="MODULE:FUNCTION",
             help="module:function called for abandoned jobs, as a worker's "
             "exception handlers are; repeatable.",
             show_default=False,
@@ -370,10 +385,10 @@ def requeue_abandoned_cmd(
     ] = False,
     max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
     limit: Annotated[
-        int | None, typer.Option("--limit", help="Move at most this many jobs per queue.", min=1)
+        int | None, typer.Option("--limit", metavar="N", help="Move at most this many jobs per queue.", min=1)
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Jobs per atomic script call.", min=1, max=10000)
+        int, typer.Option("--batch-size", metavar="N", help="Jobs per atomic script call.", min=1, max=10000)
     ] = requeue.DEFAULT_BATCH,
     wait: WaitOpt = 0.0,
     lock_ttl: LockTtlOpt = lock.DEFAULT_LEASE,
