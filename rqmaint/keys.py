@@ -91,3 +91,8 @@ def execution(job_id: str, execution_id: str) -> str:
 def abandons(job_id: str) -> str:
     """rqmaint's counter of a job's abandonments (INCR, expires a week after the last one)."""
     return f"{RQMAINT_PREFIX}abandons:{job_id}"
+
+
+def requeued(queue: str) -> str:
+    """rqmaint's ledger of recent requeues into ``queue`` (zset "<id>|<retries_left>" -> time)."""
+    return f"{RQMAINT_PREFIX}requeued:{queue}"

@@ -28,6 +28,8 @@ DEFAULT_BATCH = 500
 COUNTER_TTL = 7 * 24 * 3600  # how long a job's abandonment counter is kept after its last abandonment
 INTERMEDIATE_GRACE = 60  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 ABANDONED_MARK = "Moved to FailedJobRegistry, due to AbandonedJobError"
+RECONCILE_WINDOW = 900  # seconds a requeue stays in the ledger rqmaint:requeued:<queue> (RQ's lock: 899)
+RECONCILE_CHUNK = 100  # ledger entries per reconcile script (each may LPOS the queue list)
 MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems); totals are always exact
 
 # Outcomes of the Lua script. "Problems" are bad data that needs an operator (exit 4).
@@ -199,7 +201,7 @@ class Requeuer:
         self.now = time.time() if now is None else now
         self.report = QueueRequeue(queue, outcome="would-requeue" if opts.dry_run else "done")
         self._reasons = give_up_reasons(opts.max_requeues, self.now)
-        self._pending_check: list[tuple[str, bytes | None]] = []
+        self._pending_check: list[str] = []
 
     # -- budget ---------------------------------------------------------------------------------------
     def _room(self) -> int:
@@ -276,6 +278,7 @@ class Requeuer:
             self._dry_run()
         else:
             try:
+                self.reconcile_recent()
                 self._run_started()
                 self._run_intermediate()
                 if self.opts.include_failed:
@@ -341,43 +344,69 @@ class Requeuer:
                 self._track(results)
 
     # -- lost races against RQ's lock-less cleanups ---------------------------------------------------
-    def _track(self, results: list[tuple[str, str, str]]) -> None:
-        """Reconcile the previous batch, then remember this batch's requeued jobs for the next check.
+    #
+    # RQ's StartedJobRegistry.cleanup (run without the lock by ``rq info`` and ``registry.count``) reads
+    # expired entries, then EXECs seconds later (one fetch per job in between). If our script requeued
+    # a job in that window, the EXEC marks it failed (queued and failed at once) or retries it (queued
+    # twice). The script records every requeue in the ledger ``rqmaint:requeued:<queue>``; each batch
+    # is re-checked one batch later, the whole run at its end, and every run starts by re-checking the
+    # ledger of the last RECONCILE_WINDOW seconds, so a late EXEC is repaired by the next run at the
+    # latest.
 
-        RQ's StartedJobRegistry.cleanup (run without the lock by ``rq info`` and ``registry.count``) reads
-        expired entries, then EXECs later; if our script runs in between, its EXEC marks a job we just
-        requeued as failed (or retries it, pushing it a second time). Checking one batch later gives
-        such a cleanup time to finish; the last batch is checked at the end of the run.
-        """
+    def _track(self, results: list[tuple[str, str, str]]) -> None:
         previous, self._pending_check = self._pending_check, []
         if previous:
-            self._reconcile_ids(previous)
+            self._reconcile_entries(previous)
         requeued = [job_id for outcome, job_id, _ in results if outcome == "requeued"]
         if requeued:
             pipe = self.client.pipeline(transaction=False)
             for job_id in requeued:
                 pipe.hget(keys.job(job_id), "retries_left")
-            self._pending_check = list(zip(requeued, pipe.execute(), strict=True))
+            self._pending_check = [
+                f"{job_id}|{decode(r) or ''}" for job_id, r in zip(requeued, pipe.execute(), strict=True)
+            ]
 
     def _reconcile(self) -> None:
-        pending, self._pending_check = self._pending_check, []
-        if pending:
-            self._reconcile_ids(pending)
+        """The end of the run: every ledger entry this run wrote."""
+        self._pending_check = []
+        self._reconcile_ledger(self.now, self.now)
 
-    def _reconcile_ids(self, pending: list[tuple[str, bytes | None]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for job_id, _ in pending:
-            pipe.hmget(keys.job(job_id), ["status", "retries_left"])
-        suspects = [
-            job_id
-            for (job_id, retries_before), (status, retries_now) in zip(pending, pipe.execute(), strict=True)
-            if status in (b"failed", b"scheduled") or retries_now != retries_before
-        ]
-        if suspects:
-            flat = scripts.run(
-                self.client, "reconcile_requeued", [], [self.queue, rq_time(time.time()), *suspects]
+    def reconcile_recent(self) -> None:
+        """The start of a run: the ledger of earlier runs, then forget entries past the window."""
+        self._reconcile_ledger("-inf", "+inf")
+        self.client.zremrangebyscore(keys.requeued(self.queue), "-inf", self.now - RECONCILE_WINDOW)
+
+    def _reconcile_ledger(self, low: float | str, high: float | str) -> None:
+        key = keys.requeued(self.queue)
+        offset = 0
+        while True:
+            chunk = cast(
+                list[bytes],
+                self.client.zrangebyscore(key, low, high, start=offset, num=self.opts.batch_size),
             )
-            self.report.reconciled += sum(1 for i in range(0, len(flat), 2) if flat[i + 1] != b"ok")
+            if not chunk:
+                return
+            offset += len(chunk)
+            self._reconcile_entries([decode(m) or "" for m in chunk])
+
+    def _reconcile_entries(self, entries: list[str]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            job_id = entry.split("|", 1)[0]
+            pipe.hmget(keys.job(job_id), ["status", "retries_left"])
+            pipe.zscore(keys.failed(self.queue), job_id)
+        replies = pipe.execute()
+        suspects = []
+        for n, entry in enumerate(entries):
+            (status, retries), in_failed = replies[2 * n], replies[2 * n + 1]
+            retries_then = entry.split("|", 1)[1] if "|" in entry else ""
+            if in_failed is not None or status == b"scheduled" or (decode(retries) or "") != retries_then:
+                suspects.append(entry)
+        for i in range(0, len(suspects), RECONCILE_CHUNK):
+            flat = scripts.run(
+                self.client, "reconcile_requeued", [], [self.queue, *suspects[i : i + RECONCILE_CHUNK]]
+            )
+            self.report.reconciled += sum(1 for k in range(1, len(flat), 2) if flat[k] != b"ok")
 
     # -- dry run --------------------------------------------------------------------------------------
     def _dry_run(self) -> None:

@@ -1,18 +1,21 @@
--- reconcile_requeued.lua: repair jobs that rqmaint just requeued and that a lock-less RQ cleanup
--- (StartedJobRegistry.cleanup run by `rq info` or registry.count) overwrote afterwards: its EXEC,
--- prepared from a read taken before our requeue, marks the job failed (it is then both queued and in
--- the failed registry) or retries it (pushing the id a second time, or scheduling it).
+-- reconcile_requeued.lua: repair jobs that rqmaint requeued and that a lock-less RQ cleanup
+-- (StartedJobRegistry.cleanup, run without the lock by `rq info` and registry.count) overwrote
+-- afterwards. Such a cleanup reads the expired entries first and EXECs its transaction later, so
+-- if our requeue ran in between, its EXEC marks the requeued job failed (it is then queued AND in
+-- the failed registry), or retries it (pushing the id a second time, or scheduling it).
 --
 -- KEYS     none (keys derived from the ids, as in requeue_abandoned.lua)
--- ARGV[1]  queue name the jobs were requeued from (fallback when a job has no origin)
--- ARGV[2]  unused, reserved (enqueued_at of the run)
--- ARGV[3..] job ids
--- Touches  rq:queue:<origin> (LREM of duplicates only), rq:failed:<origin>, rq:scheduled:<origin>,
---          rq:job:<id> (status, TTL).
--- Returns  flat pairs: job id, action ("ok", "dedup", "unfailed", "unscheduled", or several joined
---          with "+").
+-- ARGV[1]  queue name (the origin the jobs were requeued to)
+-- ARGV[2..] ledger members "<id>|<retries_left at requeue>" (from rqmaint:requeued:<queue>)
+-- Touches  rq:queue:<q> (LREM of duplicates only), rq:failed:<q>, rq:scheduled:<q>, rq:job:<id>
+--          (status, started_at, ended_at, TTL).
+-- Returns  flat pairs: job id, action: "ok", or "unfailed" (failure record of a lost race removed,
+--          job queued again), "stale_failed" (a worker already took it; registry entry removed),
+--          "unscheduled", "dedup", several joined with "+".
 
 local qname = ARGV[1]
+local qkey = 'rq:queue:' .. qname
+local fkey, skey = 'rq:failed:' .. qname, 'rq:scheduled:' .. qname
 local out = {}
 
 local function restore_ttl(id, jkey)
@@ -27,8 +30,7 @@ local function restore_ttl(id, jkey)
 end
 
 local function running(id)
-    local origin = redis.call('HGET', 'rq:job:' .. id, 'origin') or qname
-    local wip = 'rq:wip:' .. origin
+    local wip = 'rq:wip:' .. qname
     if redis.call('ZSCORE', wip, id) then return true end
     for _, exec in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
         if redis.call('ZSCORE', wip, id .. ':' .. exec) then return true end
@@ -36,34 +38,50 @@ local function running(id)
     return false
 end
 
-for i = 3, #ARGV do
-    local id = ARGV[i]
+for i = 2, #ARGV do
+    local entry = ARGV[i]
+    local bar = string.find(entry, '|', 1, true)
+    local id = entry
+    local retries_then = ''
+    if bar then
+        id = string.sub(entry, 1, bar - 1)
+        retries_then = string.sub(entry, bar + 1)
+    end
     local jkey = 'rq:job:' .. id
     local actions = {}
-    local origin = redis.call('HGET', jkey, 'origin')
-    if not origin or origin == '' then origin = qname end
-    local qkey = 'rq:queue:' .. origin
-    local positions = redis.call('LPOS', qkey, id, 'COUNT', 0)
-    if #positions > 1 then
-        redis.call('LREM', qkey, -(#positions - 1), id)
-        actions[#actions + 1] = 'dedup'
-    end
     local status = redis.call('HGET', jkey, 'status')
-    local fkey, skey = 'rq:failed:' .. origin, 'rq:scheduled:' .. origin
-    if status == 'failed' and redis.call('ZSCORE', fkey, id) then
-        if #positions >= 1 then
-            redis.call('ZREM', fkey, id)
-            redis.call('HSET', jkey, 'status', 'queued')
-            restore_ttl(id, jkey)
-            actions[#actions + 1] = 'unfailed'
-        elseif running(id) then
-            redis.call('ZREM', fkey, id)  -- a worker already runs it: its outcome will be recorded
-            actions[#actions + 1] = 'unfailed'
+    local queued_times = nil
+    local function in_queue()
+        if queued_times == nil then queued_times = #redis.call('LPOS', qkey, id, 'COUNT', 0) end
+        return queued_times
+    end
+    if redis.call('ZSCORE', fkey, id) then
+        if status == 'failed' then
+            if in_queue() >= 1 then
+                -- queued and failed at once: the failure is a lost race's; the queue entry wins
+                redis.call('ZREM', fkey, id)
+                redis.call('HSET', jkey, 'status', 'queued', 'started_at', '', 'ended_at', '')
+                restore_ttl(id, jkey)
+                actions[#actions + 1] = 'unfailed'
+            elseif running(id) then
+                redis.call('ZREM', fkey, id)  -- a worker runs it: its outcome will be recorded
+                actions[#actions + 1] = 'stale_failed'
+            end
+            -- else: not queued, not running: a genuine later failure; left as RQ recorded it
+        elseif status == 'started' or status == 'finished' or status == 'queued' then
+            redis.call('ZREM', fkey, id)  -- a worker took it after the lost race: stale entry
+            actions[#actions + 1] = 'stale_failed'
         end
-    elseif status == 'scheduled' and redis.call('ZSCORE', skey, id) and #positions >= 1 then
+    end
+    if status == 'scheduled' and redis.call('ZSCORE', skey, id) and in_queue() >= 1 then
         redis.call('ZREM', skey, id)
         redis.call('HSET', jkey, 'status', 'queued')
         actions[#actions + 1] = 'unscheduled'
+    end
+    local retries_now = redis.call('HGET', jkey, 'retries_left') or ''
+    if retries_now ~= retries_then and in_queue() > 1 then
+        redis.call('LREM', qkey, -(queued_times - 1), id)
+        actions[#actions + 1] = 'dedup'
     end
     out[#out + 1] = id
     if #actions == 0 then out[#out + 1] = 'ok' else out[#out + 1] = table.concat(actions, '+') end

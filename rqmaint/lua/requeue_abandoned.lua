@@ -24,7 +24,8 @@
 --          rq:queue:<origin>, rq:queues, rq:queue:<origin>:intermediate(+:first_seen:<id>),
 --          rq:execution:<id>:<exec>, rq:executions:<id>, rq:worker:<w> (HDEL current_job only, never
 --          creating it), rq:worker:<w>:executions (SREM), rq:failed:<origin>, rq:results:<id>,
---          rqmaint:abandons:<id>.
+--          rqmaint:abandons:<id>, rqmaint:requeued:<origin> (ZADD "<id>|<retries_left>" at now:
+--          the ledger reconcile_requeued.lua checks for lost races against RQ's lock-less cleanups).
 -- Returns  a flat array of triples: outcome, job id (or member), abandonment count / detail.
 --          Outcomes: requeued, given_up, already_queued, first_seen (intermediate job seen for the
 --          first time; marked), gone (no longer in the registry or changed: someone else handled it),
@@ -138,6 +139,8 @@ local function requeue(id, jkey, origin)
         redis.call('PERSIST', deps2)
     end
     local qkey = 'rq:queue:' .. origin
+    local retries = redis.call('HGET', jkey, 'retries_left') or ''
+    redis.call('ZADD', 'rqmaint:requeued:' .. origin, ARGV[3], id .. '|' .. retries)
     redis.call('SADD', QUEUES, qkey)
     if at_front then
         redis.call('LPUSH', qkey, id)
