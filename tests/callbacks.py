@@ -19,3 +19,20 @@ def handler(job: Any, exc_type: Any, exc_value: Any, tb: Any) -> bool:
 
 
 not_callable = 42
+
+
+def hold_until_rqmaint_requeued(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """Failure callback that makes RQ's cleanup lose a race on purpose: on its first call (RQ has
+    already read the expired entries) it waits until rqmaint has requeued ``test:race_expect``
+    jobs, so RQ's transaction EXECs after rqmaint's scripts, as a slow ``rq info`` would."""
+    import time
+
+    if not connection.set("test:race_held", 1, nx=True):
+        return
+    expect = int(connection.get("test:race_expect"))
+    deadline = time.monotonic() + 60
+    while connection.zcard("rqmaint:requeued:default") < expect:
+        if time.monotonic() > deadline:
+            raise TimeoutError("rqmaint did not requeue the jobs in time")
+        time.sleep(0.01)
+    connection.set("test:race_released", 1)
