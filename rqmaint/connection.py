@@ -37,33 +37,35 @@ def resolve_url(url: str | None, environ: dict[str, str] | None = None) -> Targe
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (user names are kept)."""
+    """The URL with any password (userinfo or ``?password=``) replaced by ``***``; user names stay."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hostport}" if user else f":***@{hostport}"
-    if parts.password is None and ":" not in userinfo:
-        netloc = f"{user}@{hostport}"
-    query = parts.query
-    if "password=" in query:
-        query = "&".join("password=***" if q.startswith("password=") else q for q in query.split("&"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if has_password else f"{user}@{hostport}"
+    query = (
+        "&".join("password=***" if q.startswith("password=") else q for q in parts.query.split("&"))
+        if parts.query
+        else parts.query
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def scrub(text: str, target: Target) -> str:
     """Remove the password of ``target`` from arbitrary text (e.g. a wrapped exception message)."""
-    try:
-        password = urlsplit(target.url).password
-    except ValueError:
-        password = None
     out = text.replace(target.url, target.redacted)
-    if password:
-        out = out.replace(password, "***")
+    try:
+        parts = urlsplit(target.url)
+        secrets = [parts.password or ""]
+        secrets += [q.partition("=")[2] for q in parts.query.split("&") if q.startswith("password=")]
+    except ValueError:
+        secrets = []
+    for secret in filter(None, secrets):
+        out = out.replace(secret, "***")
     return out
 
 
