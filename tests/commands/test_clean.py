@@ -32,7 +32,7 @@ def _build_incident(client: redis.Redis, abandon) -> dict[str, list[str]]:
     client.sadd("rq:workers:default", "rq:worker:ghost")
     stuck = q.enqueue(jobs.add, 2, 2)
     fresh = q.enqueue(jobs.add, 3, 3)
-    for job in (stuck, fresh):  # a worker LMOVEd them, then died before starting them
+    for _job in (stuck, fresh):  # a worker LMOVEd them, then died before starting them
         client.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
     client.set(f"rq:queue:default:intermediate:first_seen:{stuck.id}", now - 120, ex=86400)
     return {
@@ -50,9 +50,15 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
     copy_db(client, 0, 1)
     rq_side, ours = db_client(client, 0), db_client(client, 1)
     # When RQ's own worker maintenance cleans DB 0 and rqmaint cleans DB 1
-    Worker([Queue("default", connection=rq_side)], connection=rq_side, name=WORKER,
-           exception_handlers=[callbacks.handler]).clean_registries()
-    result = clean.clean_queue(ours, "default", clean.CleanOptions(handlers=[callbacks.handler], worker_name=WORKER))
+    Worker(
+        [Queue("default", connection=rq_side)],
+        connection=rq_side,
+        name=WORKER,
+        exception_handlers=[callbacks.handler],
+    ).clean_registries()
+    result = clean.clean_queue(
+        ours, "default", clean.CleanOptions(handlers=[callbacks.handler], worker_name=WORKER)
+    )
     # Then every key is the same (but the stock worker's own counters hash, which rqmaint never writes)
     assert result.outcome == "cleaned"
     assert result.steps_done == list(clean.STEPS)
@@ -60,7 +66,11 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
     diff = diff_snapshots(
         a,
         b,
-        ignore=[f"rq:worker:{WORKER}", "rq:queue:default:intermediate:first_seen:*", "rq:results:*#exc_string"],
+        ignore=[
+            f"rq:worker:{WORKER}",
+            "rq:queue:default:intermediate:first_seen:*",
+            "rq:results:*#exc_string",
+        ],
     )
     assert diff == [], "\n".join(diff)
     # Failure texts name the moment of cleaning: equal once that time is masked
@@ -73,7 +83,9 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
     assert f"rq:worker:{WORKER}" not in b
     # And the incident really was cleaned (the comparison is not between two untouched copies)
     assert set(ids["callback"]) <= {m.decode() for m in ours.zrange("rq:failed:default", 0, -1)}
-    assert ours.lrange("test:failure_callbacks", 0, -1) == [f"{ids['callback'][0]}:AbandonedJobError".encode()]
+    assert ours.lrange("test:failure_callbacks", 0, -1) == [
+        f"{ids['callback'][0]}:AbandonedJobError".encode()
+    ]
     assert len(ours.lrange("test:handler_calls", 0, -1)) == 2
     assert ids["retry"][0].encode() in ours.lrange("rq:queue:default", 0, -1)
     assert ours.zcard("rq:wip:default") == 0
@@ -83,7 +95,11 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
     assert ours.exists("rq:clean_registries:default") == 0
     assert result.plan.started_abandoned == 2 and result.plan.abandoned_to_retry == 1
     assert result.plan.intermediate_stuck == 1 and result.plan.intermediate_first_seen == 1
-    assert result.plan.finished_expired == 1 and result.plan.failed_expired == 1 and result.plan.dead_workers == 3  # ghost + 2 killed
+    assert (
+        result.plan.finished_expired == 1
+        and result.plan.failed_expired == 1
+        and result.plan.dead_workers == 3
+    )  # ghost + 2 killed
 
 
 def _failure_texts(client: redis.Redis, key: str) -> list[str]:
@@ -156,15 +172,20 @@ def test_clean_unknown_queue_names_known_ones(cli, client):
     result = cli("clean", "-q", "defualt")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "rqmaint: error: unknown queue 'defualt': RQ knows default; check the name (rqmaint status lists them)"
+        "rqmaint: error: unknown queue 'defualt': RQ knows default; "
+        "check the name (rqmaint status lists them)"
     )
 
 
-@pytest.mark.parametrize("spec", ["tests.callbacks:nope", "no_such_module:f", "tests.callbacks:not_callable", "x"])
+@pytest.mark.parametrize(
+    "spec", ["tests.callbacks:nope", "no_such_module:f", "tests.callbacks:not_callable", "x"]
+)
 def test_clean_bad_exception_handler(cli, client, spec):
     result = cli("clean", "--exception-handler", spec)
     assert result.exit_code == 2
-    assert result.stderr.startswith("rqmaint: error: --exception-handler") and "Traceback" not in result.stderr
+    assert (
+        result.stderr.startswith("rqmaint: error: --exception-handler") and "Traceback" not in result.stderr
+    )
 
 
 def test_lost_lease_stops_at_next_safe_point(client, abandon):

@@ -135,8 +135,11 @@ def test_poison_job_given_up_after_max_requeues(cli, client, redis_url, tmp_path
     for round_ in range(3):
         marker.unlink(missing_ok=True)
         worker = start_worker(redis_url, ["default"], log_dir=tmp_path)
-        wait_for(lambda: marker.exists() and client.zcard("rq:wip:default") == 1, timeout=30,
-                 what=f"poison job started (round {round_})")
+        wait_for(
+            lambda: marker.exists() and client.zcard("rq:wip:default") == 1,
+            timeout=30,
+            what=f"poison job started (round {round_})",
+        )
         worker.kill_session()
         age_abandoned(client, "default", 200)
         result = cli("requeue-abandoned", "--max-requeues", "2", "--json")
@@ -146,7 +149,7 @@ def test_poison_job_given_up_after_max_requeues(cli, client, redis_url, tmp_path
     assert outcomes[-1][1]["given_up_jobs"] == [job.id]
     assert _where(client, "default", job.id) == ["failed"]
     assert client.hget(f"rq:job:{job.id}", "status") == b"failed"
-    (_, entry), = client.xrevrange(f"rq:results:{job.id}", count=1)
+    ((_, entry),) = client.xrevrange(f"rq:results:{job.id}", count=1)
     text = zlib.decompress(base64.b64decode(entry[b"exc_string"])).decode()
     assert text.startswith("Abandoned 3 times") and "--max-requeues 2" in text
     # RQ itself reads that failure record
@@ -164,8 +167,11 @@ def test_include_failed_takes_abandoned_never_raised(cli, client, abandon, redis
     StartedJobRegistry("default", connection=client).cleanup()
     old_style = ab.job_ids[2]
     client.delete(f"rq:results:{old_style}")
-    client.hset(f"rq:job:{old_style}", "exc_info",
-                zlib.compress(b"Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-01-01 00:00:00"))
+    client.hset(
+        f"rq:job:{old_style}",
+        "exc_info",
+        zlib.compress(b"Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-01-01 00:00:00"),
+    )
     raised = Queue("default", connection=client).enqueue(jobs.boom)
     worker = start_worker(redis_url, ["default"], burst=True, log_dir=tmp_path)
     assert worker.wait(timeout=60) == 0
@@ -264,10 +270,18 @@ def test_pickled_fields_are_never_unpickled(cli, client, run_cli_process, tmp_pa
     payload = pickle.dumps(Exploit())
     job_id = "planted-job"
     client.sadd("rq:queues", "rq:queue:default")
-    client.hset(f"rq:job:{job_id}", mapping={
-        "data": zlib.compress(payload), "meta": payload, "status": "started", "origin": "default",
-        "description": "planted", "created_at": "2026-01-01T00:00:00.000000Z", "worker_name": "gone",
-    })
+    client.hset(
+        f"rq:job:{job_id}",
+        mapping={
+            "data": zlib.compress(payload),
+            "meta": payload,
+            "status": "started",
+            "origin": "default",
+            "description": "planted",
+            "created_at": "2026-01-01T00:00:00.000000Z",
+            "worker_name": "gone",
+        },
+    )
     client.zadd("rq:wip:default", {f"{job_id}:e1": time.time() - 500})
     # When every non-clean command looks at it and requeues it (in-process and as a real process)
     for args in (("status",), ("lock", "status"), ("requeue-abandoned", "--dry-run"), ("requeue-abandoned",)):

@@ -62,18 +62,24 @@ def test_sigkill_at_random_instants(client, abandon, redis_url):
     env = process_env(redis_url)
     mid_run_kills = 0
     # When rqmaint is SIGKILLed at random instants, again and again
-    for attempt in range(8):
+    for _attempt in range(8):
         left_before = client.zcard("rq:wip:default")
         if left_before == 0:
             break
         proc = subprocess.Popen(
             rqmaint_argv("requeue-abandoned", "--batch-size", "50", "--lock-ttl", "1", "--wait", "5"),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         # the kill instant is the input of this test: wait until the run has begun moving jobs
         # (or a random deadline passes), then kill after a random extra delay
         deadline = time.monotonic() + rng.uniform(0.3, 3.0)
-        while time.monotonic() < deadline and client.zcard("rq:wip:default") == left_before and proc.poll() is None:
+        while (
+            time.monotonic() < deadline
+            and client.zcard("rq:wip:default") == left_before
+            and proc.poll() is None
+        ):
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.05))
         proc.kill()
@@ -86,8 +92,12 @@ def test_sigkill_at_random_instants(client, abandon, redis_url):
     assert mid_run_kills >= 1, f"no kill landed mid-run (seed {seed})"
     # And a final run (after the dead run's lease ran out) finishes the work: all queued once
     final = subprocess.run(
-        rqmaint_argv("requeue-abandoned", "--wait", "5", "--json"), env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        rqmaint_argv("requeue-abandoned", "--wait", "5", "--json"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert final.returncode == 0, final.stderr
     places = _assert_each_in_one_place(client, "default", ids)
@@ -138,7 +148,9 @@ def test_racing_rq_lockless_cleanup(cli, client, abandon, redis_url):
         "StartedJobRegistry('default', connection=redis.Redis.from_url(sys.argv[1])).cleanup()"
     )
     rq_info = subprocess.Popen([sys.executable, "-c", code, redis_url], cwd=REPO_ROOT, env=worker_env())
-    wait_for(lambda: client.exists("test:race_held"), timeout=30, what="RQ's cleanup to have read the entries")
+    wait_for(
+        lambda: client.exists("test:race_held"), timeout=30, what="RQ's cleanup to have read the entries"
+    )
     # When rqmaint requeues them meanwhile, and runs again after RQ's transaction landed
     first = json.loads(cli("requeue-abandoned", "--json").stdout)["queues"][0]
     assert rq_info.wait(timeout=120) == 0

@@ -45,12 +45,20 @@ def test_connection_refused_is_one_clear_line(cli):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"redis://:{SECRET}@127.0.0.1:{port}/0"
-    for args in (("status",), ("lock", "status"), ("clean",), ("requeue-abandoned",), ("lock", "release", "-q", "x")):
+    for args in (
+        ("status",),
+        ("lock", "status"),
+        ("clean",),
+        ("requeue-abandoned",),
+        ("lock", "release", "-q", "x"),
+    ):
         result = cli(*args, "--url", url, "--json")
         assert result.exit_code == 1, args
         assert result.stdout == ""
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("rqmaint: error: cannot connect to redis://:***@127.0.0.1")
+        assert len(lines) == 1 and lines[0].startswith(
+            "rqmaint: error: cannot connect to redis://:***@127.0.0.1"
+        )
         assert SECRET not in result.stderr
 
 

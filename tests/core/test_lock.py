@@ -60,14 +60,19 @@ def test_signal_releases_the_lock(client, redis_url, sig):
     )
     client.zadd("rq:wip:default", {"j1:e1": 1})
     client.hset("rq:job:j1", mapping={"status": "started", "origin": "default", "data": b"x"})
-    proc = subprocess.Popen([sys.executable, "-c", code, "--url"], cwd=REPO_ROOT,
-                            env={**__import__("os").environ, "RQ_REDIS_URL": redis_url},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--url"],
+        cwd=REPO_ROOT,
+        env={**__import__("os").environ, "RQ_REDIS_URL": redis_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: client.exists("test:hanging"), timeout=30, what="rqmaint to be mid-clean")
     assert json.loads(client.get(KEY))["pid"] == proc.pid
     # When it gets the signal
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=10)
+    _out, err = proc.communicate(timeout=10)
     # Then it exits 130 with one line, and the lock is gone
     assert proc.returncode == 130, err
     assert client.exists(KEY) == 0
