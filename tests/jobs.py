@@ -56,17 +56,3 @@ def add(a: int, b: int) -> int:
 def boom() -> None:
     """Always fail, with a recognisable message."""
     raise RuntimeError("boom: tests.jobs.boom always fails")
-
-
-def block_once(marker_path: str) -> str:
-    """Like :func:`block` the first time; when run again (after being abandoned and requeued), it
-    appends a line to ``<marker_path>.reruns`` and returns at once: proves how often it re-ran."""
-    marker = Path(marker_path)
-    if marker.exists():
-        with open(f"{marker_path}.reruns", "a", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        return "rerun"
-    block(marker_path)
-    return "unreachable"
