@@ -121,6 +121,17 @@ def guard(o: Output) -> Iterator[None]:
         if o.debug:
             o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
         fail(o, str(exc), exc.exit_code)
+    except redis.exceptions.NoPermissionError as exc:
+        if o.debug:
+            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        user = o.target.redacted if o.target else "Redis"
+        fail(
+            o,
+            f"permission denied by {user}: {exc}; this command needs the ACL rules listed in the README "
+            "(read-only rules suffice only for status, lock status and --dry-run); nothing was changed "
+            "by the denied command",
+            ExitCode.ERROR,
+        )
     except redis.RedisError as exc:
         if o.debug:
             o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
