@@ -10,6 +10,7 @@ Between steps the lease is checked: a lost lock stops the queue's work at that s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ class CleanPlan:
 @dataclass
 class QueueClean:
     queue: str
-    outcome: str  # cleaned | would-clean (dry run) | skipped-locked | lease-lost
+    outcome: str  # cleaned | would-clean (dry run) | skipped-locked | lease-lost | stopped
     plan: CleanPlan
     steps_done: list[str] = field(default_factory=list)
     holder: LockInfo | None = None  # who had the lock, when skipped
@@ -202,7 +203,22 @@ class CleanOptions:
     requeue: RequeueOptions | None = None  # --requeue-abandoned: requeue before RQ's cleaning
 
 
-def clean_queue(client: redis.Redis, queue: str, opts: CleanOptions) -> QueueClean:
+def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
+    if second is None:
+        return first
+
+    def check() -> None:
+        second()
+        first()
+
+    return check
+
+
+def clean_queue(
+    client: redis.Redis, queue: str, opts: CleanOptions, stop: Callable[[], None] | None = None
+) -> QueueClean:
+    """One queue's cycle. ``stop()`` is called at every safe point and may raise to end the work
+    early (``watch`` on SIGTERM); the lock is released either way."""
     started = time.monotonic()
     if opts.dry_run:
         result = QueueClean(queue, "would-clean", plan(client, queue))
@@ -215,18 +231,21 @@ def clean_queue(client: redis.Redis, queue: str, opts: CleanOptions) -> QueueCle
             holder = lock.inspect(client, [queue])[0]
             return QueueClean(queue, "skipped-locked", CleanPlan(), holder=holder)
         result = QueueClean(queue, "cleaned", CleanPlan())
+        check = _both(lease.check, stop)
         try:
             if opts.requeue is not None:
                 result.steps_done.append("requeue-abandoned")
-                requeuer = Requeuer(client, queue, opts.requeue, checkpoint=lease.check)
+                requeuer = Requeuer(client, queue, opts.requeue, checkpoint=check)
                 result.requeue = requeuer.report
                 requeuer.run()
                 lease.check()
             result.plan = plan(client, queue)
-            run_rq_steps(client, queue, opts.handlers, opts.worker_name, lease.check, result.steps_done)
+            run_rq_steps(client, queue, opts.handlers, opts.worker_name, check, result.steps_done)
             lease.check()
         except LeaseLost:
             result.outcome = "lease-lost"
             result.holder = lock.inspect(client, [queue])[0]
+        except lock.StopRequested:
+            result.outcome = "stopped"
         result.duration = time.monotonic() - started
         return result

@@ -160,6 +160,10 @@ class LeaseLost(Exception):
     """The lock stopped being ours while we worked (expired, released or taken by another holder)."""
 
 
+class StopRequested(Exception):
+    """A stop (SIGTERM/SIGINT in ``watch``) was requested; raised at the next safe point."""
+
+
 @dataclass
 class Lease:
     """A held lock, renewed in a background thread until released."""

@@ -58,7 +58,7 @@ class JobLine:
 @dataclass
 class QueueRequeue:
     name: str
-    outcome: str = "done"  # done | would-requeue | skipped-locked | lease-lost
+    outcome: str = "done"  # done | would-requeue | skipped-locked | lease-lost | stopped
     requeued: int = 0
     given_up: int = 0
     already_queued: int = 0
@@ -569,19 +569,35 @@ class Requeuer:
 
 
 def requeue_queue(
-    client: redis.Redis, queue: str, opts: RequeueOptions, wait: float, lock_ttl: float
+    client: redis.Redis,
+    queue: str,
+    opts: RequeueOptions,
+    wait: float,
+    lock_ttl: float,
+    stop: Callable[[], None] | None = None,
 ) -> QueueRequeue:
-    """Hold the queue's lock (like ``clean``) and requeue its abandoned jobs; a dry run takes no lock."""
+    """Hold the queue's lock (like ``clean``) and requeue its abandoned jobs; a dry run takes no lock.
+
+    ``stop()`` runs at every safe point (between batches) and may raise to end the run early."""
     if opts.dry_run:
-        return Requeuer(client, queue, opts).run()
+        return Requeuer(client, queue, opts, checkpoint=stop or (lambda: None)).run()
     with lock.held(client, queue, lock_ttl, wait) as lease:
         if lease is None:
             report = QueueRequeue(queue, outcome="skipped-locked")
             report.holder = lock.inspect(client, [queue])[0]
             return report
-        requeuer = Requeuer(client, queue, opts, checkpoint=lease.check)
+
+        def check() -> None:
+            if stop is not None:
+                stop()
+            lease.check()
+
+        requeuer = Requeuer(client, queue, opts, checkpoint=check)
         try:
             return requeuer.run()
         except lock.LeaseLost:
             requeuer.report.outcome = "lease-lost"
+            return requeuer.report
+        except lock.StopRequested:
+            requeuer.report.outcome = "stopped"
             return requeuer.report

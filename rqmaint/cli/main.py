@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rqmaint import __version__, clean, lock, queues, requeue, status
+from rqmaint import __version__, clean, lock, queues, requeue, status, watch
 from rqmaint.cli.output import Output, guard, install_signal_handlers
 from rqmaint.connection import DEFAULT_TIMEOUT, connect, resolve_url
 from rqmaint.errors import ExitCode, Refused
@@ -493,6 +493,77 @@ def _lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | N
         o.info(
             f"stopped on queue {queue!r} at a safe point: the lock was lost (expired or taken); "
             "raise --lock-ttl if Redis is slow"
+        )
+
+
+@app.command("watch")
+def watch_cmd(
+    queue: QueuesOpt = None,
+    interval: Annotated[
+        float, typer.Option("--interval", metavar="SECONDS", help="Seconds between cycles.", min=0.1)
+    ] = 30.0,
+    do_clean: Annotated[
+        bool, typer.Option("--clean", help="Run the acquire -> clean -> release cycle every interval.")
+    ] = False,
+    do_requeue: Annotated[
+        bool,
+        typer.Option(
+            "--requeue-abandoned",
+            help="Requeue abandoned jobs every interval (inside the clean cycle when --clean is given too).",
+        ),
+    ] = False,
+    max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
+    lock_ttl: LockTtlOpt = lock.DEFAULT_LEASE,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port (needs rqmaint[metrics]).",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", metavar="HOST", help="Address the metrics server binds.")
+    ] = "127.0.0.1",
+    max_cycles: Annotated[
+        int | None,
+        typer.Option(
+            "--max-cycles",
+            metavar="N",
+            help="Stop after N cycles (default: run until SIGTERM/SIGINT).",
+            min=1,
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Dashboard and daemon: show registry state every interval, optionally cleaning and requeueing.
+
+    View-only by default. Off a terminal it prints one line per cycle (JSON lines with --json).
+    SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0."""
+    from rqmaint.cli import watching
+
+    o = Output(json_out, debug)
+    with guard(o):
+        watching.run(
+            o,
+            url=url,
+            timeout=timeout,
+            opts=watch.WatchOptions(
+                queues=queue or None,
+                interval=interval,
+                clean=do_clean,
+                requeue_abandoned=do_requeue,
+                max_requeues=max_requeues,
+                lock_ttl=lock_ttl,
+            ),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            max_cycles=max_cycles,
         )
 
 

@@ -116,6 +116,7 @@ def start_server(
     password: str | None = None,
     timeout: float = 15.0,
     attempts: int = 5,
+    port: int | None = None,
 ) -> ServerInfo:
     """Start a ``kind`` ("redis" or "valkey") server on a free port of 127.0.0.1 and wait for PING.
 
@@ -124,7 +125,8 @@ def start_server(
     ``<workdir>/server.log``.  ``extra_args`` are plain config directives as command-line
     options, e.g. ``["--user", "alice", "on", ">pw", "~*", "+@all"]`` for an ACL user.
     Retries on another port if the server dies at start (a lost port race).  The caller stops
-    the server with :meth:`ServerInfo.stop`; if the calling thread dies first (a killed test
+    the server with :meth:`ServerInfo.stop`; ``port`` pins the port (e.g. to restart a server where
+    it was; no retry on another port then).  If the calling thread dies first (a killed test
     run), the kernel sends the server SIGTERM (``PR_SET_PDEATHSIG``), so no server outlives it.
     """
     binary = server_binary(kind)
@@ -133,8 +135,9 @@ def start_server(
     workdir.mkdir(parents=True, exist_ok=True)
     last_log = ""
     argv: list[str] = []
-    for _ in range(attempts):
-        port = free_port()
+    fixed_port = port
+    for _ in range(1 if fixed_port is not None else attempts):
+        port = fixed_port if fixed_port is not None else free_port()
         log_path = workdir / f"server-{port}.log"
         argv = [
             binary,

@@ -1,0 +1,182 @@
+"""rqmaint watch: dashboard, daemon cycles, clean shutdown, Redis outages, Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+
+from rq import Queue
+
+from tests import jobs
+from tests.support import (
+    age_abandoned,
+    clone_job,
+    free_port,
+    process_env,
+    rqmaint_argv,
+    start_server,
+    wait_for,
+)
+
+
+def _watch(redis_url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        rqmaint_argv("watch", *args),
+        env=process_env(redis_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=10)
+    return proc.returncode, out, err, time.monotonic() - started
+
+
+def test_json_lines_off_terminal(cli, client):
+    Queue("default", connection=client).enqueue(jobs.add, 1, 2)
+    result = cli("watch", "--interval", "0.1", "--max-cycles", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [c["cycle"] for c in lines] == [1, 2, 3]
+    assert all(c["ok"] and c["queues"][0]["queued"] == 1 for c in lines)
+    assert lines[0]["cleaned"] == [] and lines[0]["requeued"] == []  # view-only by default
+    plain = cli("watch", "--interval", "0.1", "--max-cycles", "1")
+    assert plain.stdout.startswith("cycle 1 ok ") and "queued=1" in plain.stdout
+
+
+def test_dashboard_on_terminal(cli, client):
+    Queue("default", connection=client).enqueue(jobs.add, 1, 2)
+    result = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1"})
+    assert result.exit_code == 0, result.stderr
+    assert "rqmaint watch: redis://127.0.0.1" in result.stdout and "view only" in result.stdout
+
+
+def test_daemon_requeues_and_stops_on_sigterm(client, abandon, redis_url):
+    # Given abandoned jobs and a watch daemon that cleans and requeues every 0.2 s
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    proc = _watch(redis_url, "--clean", "--requeue-abandoned", "--interval", "0.2", "--json")
+    try:
+        wait_for(
+            lambda: client.lrange("rq:queue:default", 0, -1) == [ab.job_ids[0].encode()],
+            timeout=30,
+            what="the daemon to requeue the job",
+        )
+    finally:
+        code, out, err, took = _stop(proc)
+    # Then it exits 0 quickly with every lock released, and said what it did
+    assert code == 0, err
+    assert took < 5
+    assert client.exists("rq:clean_registries:default") == 0
+    cycles = [json.loads(line) for line in out.splitlines()]
+    assert sum(c["totals"]["requeued"] for c in cycles) == 1, (out[-3000:], err)
+    assert "stopped by SIGTERM" in err
+
+
+def test_sigterm_mid_work_releases_the_lock(client, abandon, redis_url):
+    # Given a large backlog, so a cycle is still working when the signal comes
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    ids = ab.job_ids + clone_job(client, ab.job_ids[0], 30_000)
+    proc = _watch(redis_url, "--requeue-abandoned", "--interval", "60")
+
+    def holding() -> bool:
+        raw = client.get("rq:clean_registries:default")
+        return raw is not None and json.loads(raw)["pid"] == proc.pid
+
+    try:
+        wait_for(holding, timeout=30, interval=0.001, what="watch to hold the lock")
+    finally:
+        code, _out, err, took = _stop(proc, signal.SIGINT)
+    assert code == 0, err
+    assert took < 5
+    assert client.exists("rq:clean_registries:default") == 0
+    queued = client.lrange("rq:queue:default", 0, -1)
+    started = {m.decode().split(":", 1)[0] for m in client.zrange("rq:wip:default", 0, -1)}
+    assert len(queued) == len(set(queued))
+    assert {q.decode() for q in queued} | started == set(ids) and not started & {q.decode() for q in queued}
+
+
+def test_redis_outage_is_reported_and_survived(tmp_path, server):
+    # Given a watch daemon on a server that goes away and comes back on the same port
+    port = free_port()
+    srv = start_server(server.kind, port=port, workdir=tmp_path / "a")
+    url = srv.url
+    srv.client().sadd("rq:queues", "rq:queue:default")
+    proc = _watch(url, "--interval", "0.2", "--json", "--timeout", "0.5")
+    try:
+        lines: list[dict] = []
+
+        def read_cycle() -> dict:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.poll() is not None else "no output"
+            lines.append(json.loads(line))
+            return lines[-1]
+
+        assert read_cycle()["ok"]
+        srv.stop()
+        wait_for(lambda: not read_cycle()["ok"], timeout=30, what="an error cycle")
+        assert proc.poll() is None, "watch died during the outage"
+        srv2 = start_server(server.kind, port=port, workdir=tmp_path / "b")
+        try:
+            wait_for(lambda: read_cycle()["ok"], timeout=60, what="watch to recover")
+        finally:
+            code, _out, err, _took = _stop(proc)
+            srv2.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0
+    assert "retrying in" in err
+    errors = [c for c in lines if not c["ok"]]
+    assert errors and all("Error" in c["error"] for c in errors)
+
+
+def test_metrics(client, abandon, redis_url):
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    client.set("rq:clean_registries:other", "1", ex=899)
+    client.sadd("rq:queues", "rq:queue:other")
+    port = free_port()
+    proc = _watch(redis_url, "--requeue-abandoned", "--interval", "0.2", "--metrics-port", str(port))
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            return ""
+
+    try:
+        text = wait_for(
+            lambda: (t := scrape()) and 'rqmaint_jobs_requeued_total{queue="default"} 1.0' in t and t,
+            timeout=30,
+            what="metrics showing the requeue",
+        )
+    finally:
+        code, _out, err, _took = _stop(proc)
+    assert code == 0, err
+    assert 'rqmaint_registry_jobs{queue="default",registry="queued"} 1.0' in text
+    assert 'rqmaint_lock_held{holder_kind="rq-worker",queue="other"} 1.0' in text
+    assert 'rqmaint_queues_skipped_locked_total{queue="other"}' in text
+    assert 'rqmaint_cycles_total{result="ok"}' in text
+    assert "rqmaint_cycle_duration_seconds_bucket" in text
+    assert 'rqmaint_lock_ttl_seconds{queue="other"}' in text
+    assert ab.job_ids[0].encode() in client.lrange("rq:queue:default", 0, -1)
+
+
+def test_metrics_need_the_extra_or_a_free_port(cli, client):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        busy = s.getsockname()[1]
+        result = cli("watch", "--max-cycles", "1", "--metrics-port", str(busy))
+    assert result.exit_code in (1, 2)
+    assert result.stderr.startswith("rqmaint: error:") and "Traceback" not in result.stderr
