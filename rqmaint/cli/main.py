@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from rqmaint import __version__, clean, lock, queues, requeue, status, watch
+from rqmaint.cli.completion import complete_queue
+from rqmaint.cli.completion import init as init_completion
 from rqmaint.cli.output import Output, guard, install_signal_handlers
 from rqmaint.connection import DEFAULT_TIMEOUT, connect, resolve_url
 from rqmaint.errors import ExitCode, Refused
@@ -56,6 +58,7 @@ QueuesOpt = Annotated[
         "-q",
         metavar="QUEUE",
         help="Queue name; repeat for several. Default: every queue in rq:queues.",
+        autocompletion=complete_queue,
         show_default=False,
     ),
 ]
@@ -214,7 +217,14 @@ def lock_status_cmd(
 @lock_app.command("release")
 def lock_release_cmd(
     queue: Annotated[
-        str, typer.Option("--queue", "-q", metavar="QUEUE", help="The queue whose lock to release.")
+        str,
+        typer.Option(
+            "--queue",
+            "-q",
+            metavar="QUEUE",
+            help="The queue whose lock to release.",
+            autocompletion=complete_queue,
+        ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required off a terminal.")] = False,
     dry_run: DryRunOpt = False,
@@ -569,6 +579,7 @@ def watch_cmd(
 
 def main() -> None:
     install_signal_handlers()
+    init_completion()
     app()
 
 

@@ -1,0 +1,1 @@
+complete --command rqmaint --no-files --arguments "(env _RQMAINT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) rqmaint)" --condition "env _RQMAINT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) rqmaint"
