@@ -577,6 +577,24 @@ def watch_cmd(
         )
 
 
+@app.command("demo")
+def demo_cmd(
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Stage a real incident on a private server and watch rqmaint fix it (needs rqmaint[demo] or a
+    redis-server on PATH). Touches no other Redis."""
+    from rqmaint import demo
+
+    o = Output(json_out, debug)
+    with guard(o):
+        report = demo.run(o.info if json_out else o.line, json_out)
+        if json_out:
+            o.emit_json(report.as_dict())
+        if report.finished != report.jobs:
+            raise typer.Exit(int(ExitCode.ATTENTION))
+
+
 def main() -> None:
     install_signal_handlers()
     init_completion()

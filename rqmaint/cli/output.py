@@ -62,9 +62,9 @@ class Output:
     def line(self, text: str) -> None:
         """A line of human-readable result on stdout (not used in --json mode)."""
         if self.terminal:
-            self.out.print(text)
+            self.out.print(text, markup=False, highlight=False)
         else:
-            sys.stdout.write(_plain(text) + "\n")
+            sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
     def info(self, text: str) -> None:
@@ -85,12 +85,6 @@ def _cell(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.1f}"
     return str(v)
-
-
-def _plain(text: str) -> str:
-    from rich.text import Text
-
-    return Text.from_markup(text).plain
 
 
 def fail(o: Output, message: str, code: ExitCode) -> NoReturn:
