@@ -218,6 +218,10 @@ for i = 13, #ARGV, 2 do
                     emit(why, id)
                 elseif live_worker(id, member, wname) then
                     emit('live_worker', id, wname)
+                elseif status == 'queued' and redis.call('LPOS', 'rq:queue:' .. origin, id) then
+                    -- already back on its queue (someone requeued it and left the entry): never twice
+                    clear_execution(id, exec, wname, origin)
+                    emit('already_queued', id)
                 else
                     clear_execution(id, exec, wname, origin)
                     settle(id, jkey, origin)

@@ -332,3 +332,16 @@ def test_requeue_respects_lock(cli, client, abandon):
 def test_give_up_reason_texts():
     texts = [zlib.decompress(x).decode() for x in requeue.give_up_reasons(3, 0)[1::2]]
     assert texts[0].startswith("Abandoned 4 times") and texts[1].startswith("Abandoned more than 4 times")
+
+
+def test_started_entry_of_a_job_already_queued_is_never_pushed_twice(cli, client):
+    # Given a job back on its queue (requeued by another tool) whose started entry was left behind
+    job = Queue("default", connection=client).enqueue(jobs.add, 1, 1)
+    client.zadd("rq:wip:default", {f"{job.id}:e1": time.time() - 500})
+    # When
+    result = cli("requeue-abandoned", "--json")
+    # Then the stale entry is cleared and the job stays queued exactly once
+    assert result.exit_code == 0, result.stderr
+    (rep,) = json.loads(result.stdout)["queues"]
+    assert rep["already_queued"] == 1 and rep["requeued"] == 0
+    assert _where(client, "default", job.id) == ["queue"]
