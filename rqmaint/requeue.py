@@ -10,6 +10,7 @@ only plain hash fields, and zlib/base64 text of failure records, are read.
 from __future__ import annotations
 
 import base64
+import json
 import time
 import zlib
 from collections import Counter
@@ -29,7 +30,7 @@ COUNTER_TTL = 7 * 24 * 3600  # how long a job's abandonment counter is kept afte
 INTERMEDIATE_GRACE = 60  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 ABANDONED_MARK = "Moved to FailedJobRegistry, due to AbandonedJobError"
 RECONCILE_WINDOW = 900  # seconds a requeue stays in the ledger rqmaint:requeued:<queue> (RQ's lock: 899)
-RECONCILE_CHUNK = 100  # ledger entries per reconcile script (each may LPOS the queue list)
+RECONCILE_CHUNK = 200  # ledger entries per reconcile script (a suspect one may LPOS the queue list)
 MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems); totals are always exact
 
 # Outcomes of the Lua script. "Problems" are bad data that needs an operator (exit 4).
@@ -244,7 +245,9 @@ class Requeuer:
                 return
 
     # -- running --------------------------------------------------------------------------------------
-    def _script(self, mode: str, pairs: list[tuple[bytes, bytes | str]]) -> list[tuple[str, str, str]]:
+    def _script(
+        self, mode: str, members: list[bytes], expectations: list[str] | None = None
+    ) -> list[tuple[str, str, str]]:
         args: list[object] = [
             mode,
             self.queue,
@@ -256,13 +259,14 @@ class Requeuer:
             *self._reasons,
             INTERMEDIATE_GRACE,
         ]
-        for member, expect in pairs:
-            args += [member, expect]
-        flat = scripts.run(self.client, "requeue_abandoned", [], args)
-        return [
-            (decode(flat[i]) or "", decode(flat[i + 1]) or "", decode(flat[i + 2]) or "")
-            for i in range(0, len(flat), 3)
-        ]
+        if expectations is None:
+            args += members
+        else:
+            for member, expect in zip(members, expectations, strict=True):
+                args += [member, expect.encode("latin-1")]
+        raw = scripts.run(self.client, "requeue_abandoned", [], args)
+        flat = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
+        return [(str(flat[i]), str(flat[i + 1]), str(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     def _apply(self, results: list[tuple[str, str, str]]) -> int:
         stayed = 0
@@ -294,7 +298,7 @@ class Requeuer:
             rows = next(batches)
             while True:
                 self.checkpoint()
-                results = self._script("started", [(m, b"") for m, _ in rows])
+                results = self._script("started", [m for m, _ in rows])
                 stayed = self._apply(results)
                 self._track(results)
                 rows = batches.send(stayed)
@@ -309,7 +313,7 @@ class Requeuer:
                 return
             self.checkpoint()
             chunk = ids[i : i + min(room, self.opts.batch_size)]
-            results = self._script("intermediate", [(j, b"") for j in chunk])
+            results = self._script("intermediate", chunk)
             self._apply(results)
             self._track(results)
 
@@ -339,7 +343,7 @@ class Requeuer:
             self.checkpoint()
             candidates = self._failed_candidates(ids)[:room]
             if candidates:
-                results = self._script("failed", [(m, e.encode("latin-1")) for m, e in candidates])
+                results = self._script("failed", [m for m, _ in candidates], [e for _, e in candidates])
                 self._apply(results)
                 self._track(results)
 
@@ -349,64 +353,49 @@ class Requeuer:
     # expired entries, then EXECs seconds later (one fetch per job in between). If our script requeued
     # a job in that window, the EXEC marks it failed (queued and failed at once) or retries it (queued
     # twice). The script records every requeue in the ledger ``rqmaint:requeued:<queue>``; each batch
-    # is re-checked one batch later, the whole run at its end, and every run starts by re-checking the
-    # ledger of the last RECONCILE_WINDOW seconds, so a late EXEC is repaired by the next run at the
-    # latest.
+    # is re-checked one batch later (the last one at the end of the run), and every run starts by
+    # re-checking the ledger of the last RECONCILE_WINDOW seconds, so a late EXEC is repaired by the
+    # next run at the latest.
 
     def _track(self, results: list[tuple[str, str, str]]) -> None:
-        previous, self._pending_check = self._pending_check, []
+        previous = self._pending_check
         if previous:
             self._reconcile_entries(previous)
-        requeued = [job_id for outcome, job_id, _ in results if outcome == "requeued"]
-        if requeued:
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in requeued:
-                pipe.hget(keys.job(job_id), "retries_left")
-            self._pending_check = [
-                f"{job_id}|{decode(r) or ''}" for job_id, r in zip(requeued, pipe.execute(), strict=True)
-            ]
+        # the script reports "<count>|<retries_left>" for a requeued job: its ledger entry is "<id>|<retries>"
+        self._pending_check = [
+            f"{job_id}|{detail.partition('|')[2]}"
+            for outcome, job_id, detail in results
+            if outcome == "requeued"
+        ]
 
     def _reconcile(self) -> None:
-        """The end of the run: every ledger entry this run wrote."""
-        self._pending_check = []
-        self._reconcile_ledger(self.now, self.now)
+        """The end of the run: the last batch (earlier ones were checked one batch later)."""
+        pending, self._pending_check = self._pending_check, []
+        if pending:
+            self._reconcile_entries(pending)
 
     def reconcile_recent(self) -> None:
-        """The start of a run: the ledger of earlier runs, then forget entries past the window."""
-        self._reconcile_ledger("-inf", "+inf")
+        """The start of a run: forget entries past the window, then check the rest."""
         self.client.zremrangebyscore(keys.requeued(self.queue), "-inf", self.now - RECONCILE_WINDOW)
+        self._reconcile_ledger()
 
-    def _reconcile_ledger(self, low: float | str, high: float | str) -> None:
+    def _reconcile_ledger(self) -> None:
         key = keys.requeued(self.queue)
-        offset = 0
+        start = 0
         while True:
-            chunk = cast(
-                list[bytes],
-                self.client.zrangebyscore(key, low, high, start=offset, num=self.opts.batch_size),
-            )
+            chunk = cast(list[bytes], self.client.zrange(key, start, start + RECONCILE_CHUNK * 5 - 1))
             if not chunk:
                 return
-            offset += len(chunk)
+            start += len(chunk)
             self._reconcile_entries([decode(m) or "" for m in chunk])
 
     def _reconcile_entries(self, entries: list[str]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for entry in entries:
-            job_id = entry.split("|", 1)[0]
-            pipe.hmget(keys.job(job_id), ["status", "retries_left"])
-            pipe.zscore(keys.failed(self.queue), job_id)
-        replies = pipe.execute()
-        suspects = []
-        for n, entry in enumerate(entries):
-            (status, retries), in_failed = replies[2 * n], replies[2 * n + 1]
-            retries_then = entry.split("|", 1)[1] if "|" in entry else ""
-            if in_failed is not None or status == b"scheduled" or (decode(retries) or "") != retries_then:
-                suspects.append(entry)
-        for i in range(0, len(suspects), RECONCILE_CHUNK):
+        """Check ledger entries inside the reconcile script (which repairs what a lost race broke)."""
+        for i in range(0, len(entries), RECONCILE_CHUNK):
             flat = scripts.run(
-                self.client, "reconcile_requeued", [], [self.queue, *suspects[i : i + RECONCILE_CHUNK]]
+                self.client, "reconcile_requeued", [], [self.queue, *entries[i : i + RECONCILE_CHUNK]]
             )
-            self.report.reconciled += sum(1 for k in range(1, len(flat), 2) if flat[k] != b"ok")
+            self.report.reconciled += len(flat) // 2
 
     # -- dry run --------------------------------------------------------------------------------------
     def _dry_run(self) -> None:

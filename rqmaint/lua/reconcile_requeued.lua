@@ -9,9 +9,9 @@
 -- ARGV[2..] ledger members "<id>|<retries_left at requeue>" (from rqmaint:requeued:<queue>)
 -- Touches  rq:queue:<q> (LREM of duplicates only), rq:failed:<q>, rq:scheduled:<q>, rq:job:<id>
 --          (status, started_at, ended_at, TTL).
--- Returns  flat pairs: job id, action: "ok", or "unfailed" (failure record of a lost race removed,
---          job queued again), "stale_failed" (a worker already took it; registry entry removed),
---          "unscheduled", "dedup", several joined with "+".
+-- Returns  flat pairs for the repaired jobs only: job id, action: "unfailed" (failure record of a
+--          lost race removed, job queued again), "stale_failed" (a worker already took it; registry
+--          entry removed), "unscheduled", "dedup", several joined with "+".
 
 local qname = ARGV[1]
 local qkey = 'rq:queue:' .. qname
@@ -49,7 +49,8 @@ for i = 2, #ARGV do
     end
     local jkey = 'rq:job:' .. id
     local actions = {}
-    local status = redis.call('HGET', jkey, 'status')
+    local f = redis.call('HMGET', jkey, 'status', 'retries_left')
+    local status, retries_now = f[1], f[2] or ''
     local queued_times = nil
     local function in_queue()
         if queued_times == nil then queued_times = #redis.call('LPOS', qkey, id, 'COUNT', 0) end
@@ -78,12 +79,13 @@ for i = 2, #ARGV do
         redis.call('HSET', jkey, 'status', 'queued')
         actions[#actions + 1] = 'unscheduled'
     end
-    local retries_now = redis.call('HGET', jkey, 'retries_left') or ''
     if retries_now ~= retries_then and in_queue() > 1 then
         redis.call('LREM', qkey, -(queued_times - 1), id)
         actions[#actions + 1] = 'dedup'
     end
-    out[#out + 1] = id
-    if #actions == 0 then out[#out + 1] = 'ok' else out[#out + 1] = table.concat(actions, '+') end
+    if #actions > 0 then
+        out[#out + 1] = id
+        out[#out + 1] = table.concat(actions, '+')
+    end
 end
 return out

@@ -16,9 +16,9 @@
 -- ARGV[10] give-up reason for more than max+1 abandonments (max was lowered): base64(zlib(text))
 -- ARGV[11] the same, zlib(text)
 -- ARGV[12] seconds an intermediate-queue job must have been seen before it counts as stuck (60)
--- ARGV[13..] pairs: member, expectation. Expectation is "" for started/intermediate; for failed it
---          is the failure record the caller recognised as AbandonedJobError: "s" .. newest results
---          stream entry id, or "h" .. the raw exc_info value. The job is only touched if unchanged.
+-- ARGV[13..] started/intermediate: the members. failed: pairs of member, expectation: the failure
+--          record the caller recognised as AbandonedJobError, "s" .. newest results-stream entry id,
+--          or "h" .. the raw exc_info value. The job is only touched if that record is unchanged.
 --
 -- Touches  rq:wip:<q>, rq:job:<id>, rq:job:<id>:dependents, rq:job::<id>:dependencies,
 --          rq:queue:<origin>, rq:queues, rq:queue:<origin>:intermediate(+:first_seen:<id>),
@@ -26,7 +26,9 @@
 --          creating it), rq:worker:<w>:executions (SREM), rq:failed:<origin>, rq:results:<id>,
 --          rqmaint:abandons:<id>, rqmaint:requeued:<origin> (ZADD "<id>|<retries_left>" at now:
 --          the ledger reconcile_requeued.lua checks for lost races against RQ's lock-less cleanups).
--- Returns  a flat array of triples: outcome, job id (or member), abandonment count / detail.
+-- Returns  one JSON string (cjson): a flat array of triples: outcome, job id (or member), detail
+--          (requeued: "<abandonment count>|<retries_left>", the ledger entry's suffix; given_up: the
+--          count). One bulk string parses far faster client-side than thousands of replies.
 --          Outcomes: requeued, given_up, already_queued, first_seen (intermediate job seen for the
 --          first time; marked), gone (no longer in the registry or changed: someone else handled it),
 --          not_due, live_worker, in_started, missing_job, no_origin, unknown_origin, malformed,
@@ -71,9 +73,16 @@ local function int_or(value, default)
     return math.floor(n)
 end
 
+-- Plain fields of a job hash read by this script, in one HMGET (F_* index it).
+local JOB_FIELDS = {'status', 'origin', 'worker_name', 'ttl', 'retries_left', 'failure_ttl'}
+local F_STATUS, F_ORIGIN, F_WORKER, F_TTL, F_RETRIES, F_FAILURE_TTL = 1, 2, 3, 4, 5, 6
+
+local function job_fields(jkey)
+    return redis.call('HMGET', jkey, unpack(JOB_FIELDS))
+end
+
 -- The job's origin, or nil plus an outcome when it cannot be requeued there.
-local function origin_of(jkey)
-    local origin = redis.call('HGET', jkey, 'origin')
+local function origin_of(origin)
     if not origin or origin == '' then return nil, 'no_origin' end
     if origin ~= qname and redis.call('SISMEMBER', QUEUES, 'rq:queue:' .. origin) == 0 then
         return nil, 'unknown_origin'
@@ -83,32 +92,36 @@ end
 
 -- Is a live worker busy with this job? Only a worker whose hash exists, carries no death mark and
 -- says it works on this job (current_job, RQ <= 2.x; or its executions set, RQ master) counts.
+-- Returns live, and the worker's current_job (false when its hash is gone).
 local function live_worker(id, member, wname)
-    if not wname or wname == '' then return false end
+    if not wname or wname == '' then return false, false end
     local wkey = 'rq:worker:' .. wname
-    if redis.call('EXISTS', wkey) == 0 then return false end
-    if redis.call('HEXISTS', wkey, 'death') == 1 then return false end
-    local current = redis.call('HGET', wkey, 'current_job')
-    if current then return current == id end
-    if redis.call('HGET', wkey, 'state') ~= 'busy' then return false end
+    if redis.call('EXISTS', wkey) == 0 then return false, false end
+    local w = redis.call('HMGET', wkey, 'death', 'current_job', 'state')
+    local death, current, state = w[1], w[2], w[3]
+    if death then return false, current end
+    if current then return current == id, current end
+    if state ~= 'busy' then return false, current end
     local execs = wkey .. ':executions'
-    if redis.call('EXISTS', execs) == 0 then return true end  -- busy, cannot tell with what: assume ours
-    return redis.call('SISMEMBER', execs, member) == 1
+    if redis.call('EXISTS', execs) == 0 then return true, current end  -- busy, can't tell with what
+    return redis.call('SISMEMBER', execs, member) == 1, current
 end
 
 -- Remove every trace of an execution: wip entries, execution keys, worker references (without ever
 -- writing to a worker hash that may have expired), the intermediate list and its first_seen key.
-local function clear_execution(id, exec, wname, origin)
-    redis.call('ZREM', wip, id)
+-- ``current`` is the worker's current_job as live_worker read it (false: no worker hash).
+local function clear_execution(id, exec, wname, origin, current)
     if exec ~= '' then
         redis.call('ZREM', wip, id .. ':' .. exec)
         redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
         redis.call('ZREM', 'rq:executions:' .. id, exec)
+    else
+        redis.call('ZREM', wip, id)
     end
     if wname and wname ~= '' then
         local wkey = 'rq:worker:' .. wname
         if exec ~= '' then redis.call('SREM', wkey .. ':executions', id .. ':' .. exec) end
-        if redis.call('HGET', wkey, 'current_job') == id then
+        if current == id then
             redis.call('HDEL', wkey, 'current_job', 'current_job_working_time')
         end
     end
@@ -123,12 +136,14 @@ end
 
 -- Leave the job exactly as a fresh enqueue would: status queued, fresh enqueued_at, start/end cleared,
 -- the key persisted or given the job's own ttl, the queue registered, the id pushed once.
-local function requeue(id, jkey, origin)
+local registered = {}  -- origins already SADDed to rq:queues by this call
+
+local function requeue(id, jkey, origin, f)
     redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', enqueued_at, 'started_at', '',
         'ended_at', '', 'worker_name', '', 'last_heartbeat', '')
     redis.call('HDEL', jkey, 'exc_info')
     local deps1, deps2 = dependency_keys(id)
-    local ttl = int_or(redis.call('HGET', jkey, 'ttl'), -1)
+    local ttl = int_or(f[F_TTL], -1)
     if ttl > 0 then
         redis.call('EXPIRE', jkey, ttl)
         redis.call('EXPIRE', deps1, ttl)
@@ -139,22 +154,26 @@ local function requeue(id, jkey, origin)
         redis.call('PERSIST', deps2)
     end
     local qkey = 'rq:queue:' .. origin
-    local retries = redis.call('HGET', jkey, 'retries_left') or ''
+    local retries = f[F_RETRIES] or ''
     redis.call('ZADD', 'rqmaint:requeued:' .. origin, ARGV[3], id .. '|' .. retries)
-    redis.call('SADD', QUEUES, qkey)
+    if not registered[origin] then
+        redis.call('SADD', QUEUES, qkey)
+        registered[origin] = true
+    end
     if at_front then
         redis.call('LPUSH', qkey, id)
     else
         redis.call('RPUSH', qkey, id)
     end
+    return retries
 end
 
 -- Move the job to its origin's failed registry, as RQ's FailedJobRegistry.add does, with a reason
 -- that says how often it was abandoned.
-local function give_up(id, jkey, origin, count)
+local function give_up(id, jkey, origin, count, f)
     local b64, z = exact_b64, exact_z
     if count > max_requeues + 1 then b64, z = more_b64, more_z end
-    local failure_ttl = int_or(redis.call('HGET', jkey, 'failure_ttl'), DEFAULT_FAILURE_TTL)
+    local failure_ttl = int_or(f[F_FAILURE_TTL], DEFAULT_FAILURE_TTL)
     local score = failure_ttl
     if failure_ttl >= 0 then score = math.floor(now) + failure_ttl end
     redis.call('HSET', jkey, 'status', 'failed', 'exc_info', z)
@@ -173,16 +192,15 @@ local function give_up(id, jkey, origin, count)
 end
 
 -- Count this abandonment and requeue the job, or give it up past the limit.
-local function settle(id, jkey, origin)
+local function settle(id, jkey, origin, f)
     local ckey = 'rqmaint:abandons:' .. id
     local count = redis.call('INCR', ckey)
     redis.call('EXPIRE', ckey, counter_ttl)
     if count > max_requeues then
-        give_up(id, jkey, origin, count)
+        give_up(id, jkey, origin, count, f)
         emit('given_up', id, count)
     else
-        requeue(id, jkey, origin)
-        emit('requeued', id, count)
+        emit('requeued', id, tostring(count) .. '|' .. requeue(id, jkey, origin, f))
     end
 end
 
@@ -190,9 +208,11 @@ local function requeueable_status(status)
     return status == 'started' or status == 'queued'
 end
 
-for i = 13, #ARGV, 2 do
+local step = 1
+if mode == 'failed' then step = 2 end
+for i = 13, #ARGV, step do
     local member = ARGV[i]
-    local expect = ARGV[i + 1]
+    local expect = ARGV[i + 1] or ''
     if mode == 'started' then
         local score = redis.call('ZSCORE', wip, member)
         local id, exec = split(member)
@@ -204,27 +224,30 @@ for i = 13, #ARGV, 2 do
             emit('malformed', member)
         else
             local jkey = 'rq:job:' .. id
-            local status = redis.call('HGET', jkey, 'status')
-            if redis.call('EXISTS', jkey) == 0 then
+            local f = job_fields(jkey)
+            local status = f[F_STATUS]
+            if not status and redis.call('EXISTS', jkey) == 0 then
                 emit('missing_job', id)
             elseif not requeueable_status(status) then
                 emit('status', id, status or '')
             else
-                local origin, why = origin_of(jkey)
+                local origin, why = origin_of(f[F_ORIGIN])
                 local wname = false
                 if exec ~= '' then wname = redis.call('HGET', 'rq:execution:' .. id .. ':' .. exec, 'worker_name') end
-                if not wname or wname == '' then wname = redis.call('HGET', jkey, 'worker_name') end
+                if not wname or wname == '' then wname = f[F_WORKER] end
+                local live, current = false, false
+                if origin then live, current = live_worker(id, member, wname) end
                 if not origin then
                     emit(why, id)
-                elseif live_worker(id, member, wname) then
+                elseif live then
                     emit('live_worker', id, wname)
                 elseif status == 'queued' and redis.call('LPOS', 'rq:queue:' .. origin, id) then
                     -- already back on its queue (someone requeued it and left the entry): never twice
-                    clear_execution(id, exec, wname, origin)
+                    clear_execution(id, exec, wname, origin, current)
                     emit('already_queued', id)
                 else
-                    clear_execution(id, exec, wname, origin)
-                    settle(id, jkey, origin)
+                    clear_execution(id, exec, wname, origin, current)
+                    settle(id, jkey, origin, f)
                 end
             end
         end
@@ -255,8 +278,9 @@ for i = 13, #ARGV, 2 do
             elseif redis.call('EXISTS', jkey) == 0 then
                 emit('missing_job', id)
             else
-                local status = redis.call('HGET', jkey, 'status')
-                local origin, why = origin_of(jkey)
+                local f = job_fields(jkey)
+                local status = f[F_STATUS]
+                local origin, why = origin_of(f[F_ORIGIN])
                 if not requeueable_status(status) then
                     emit('status', id, status or '')
                 elseif not origin then
@@ -266,10 +290,10 @@ for i = 13, #ARGV, 2 do
                     redis.call('DEL', seen_key)
                     emit('already_queued', id)
                 else
-                    clear_execution(id, '', false, origin)
+                    clear_execution(id, '', false, origin, false)
                     redis.call('LREM', inter, 0, id)
                     redis.call('DEL', seen_key)
-                    settle(id, jkey, origin)
+                    settle(id, jkey, origin, f)
                 end
             end
         end
@@ -295,15 +319,16 @@ for i = 13, #ARGV, 2 do
             else
                 unchanged = redis.call('HGET', jkey, 'exc_info') == value
             end
-            local origin, why = origin_of(jkey)
+            local f = job_fields(jkey)
+            local origin, why = origin_of(f[F_ORIGIN])
             if not unchanged then
                 emit('gone', id)
             elseif not origin then
                 emit(why, id)
             else
                 redis.call('ZREM', fkey, id)
-                clear_execution(id, '', false, origin)
-                settle(id, jkey, origin)
+                clear_execution(id, '', false, origin, false)
+                settle(id, jkey, origin, f)
             end
         end
     else
@@ -311,4 +336,4 @@ for i = 13, #ARGV, 2 do
     end
 end
 
-return out
+return cjson.encode(out)
