@@ -554,12 +554,13 @@ def watch_cmd(
     """Dashboard and daemon: show registry state every interval, optionally cleaning and requeueing.
 
     View-only by default. Off a terminal it prints one line per cycle (JSON lines with --json).
-    SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0."""
+    SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0. With --max-cycles it
+    exits 1 if the last cycle could not reach Redis."""
     from rqmaint.cli import watching
 
     o = Output(json_out, debug)
     with guard(o):
-        watching.run(
+        reached = watching.run(
             o,
             url=url,
             timeout=timeout,
@@ -575,6 +576,8 @@ def watch_cmd(
             metrics_host=metrics_host,
             max_cycles=max_cycles,
         )
+        if not reached:  # --max-cycles ended on a cycle that could not reach Redis
+            raise typer.Exit(int(ExitCode.ERROR))
 
 
 @app.command("demo")

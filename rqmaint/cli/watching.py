@@ -96,6 +96,20 @@ def _dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -> Gro
     return Group(table, status, footer)
 
 
+def _report(o: Output, cycle: watch.Cycle, live: Live | None, opts: watch.WatchOptions) -> None:
+    if o.json_mode:
+        sys.stdout.write(json.dumps(cycle.as_dict(), separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    elif live is not None:
+        assert o.target is not None
+        live.update(_dashboard(cycle, opts, o.target.redacted), refresh=True)
+    else:
+        sys.stdout.write(_summary(cycle) + "\n")
+        sys.stdout.flush()
+    if not cycle.ok:
+        o.info(o.scrubbed(f"rqmaint watch: {cycle.error}; retrying in {cycle.next_in:.0f}s"))
+
+
 def run(
     o: Output,
     *,
@@ -105,7 +119,8 @@ def run(
     metrics_port: int | None,
     metrics_host: str,
     max_cycles: int | None,
-) -> None:
+) -> bool:
+    """Run until stopped or ``max_cycles``; returns whether the last cycle reached Redis."""
     metrics = None
     if metrics_port is not None:
         from rqmaint.metrics import Metrics
@@ -125,39 +140,40 @@ def run(
     old = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     live: Live | None = None
     try:
-        backoff = watch.BACKOFF_START
-        while watcher is None:  # Redis may be down when the daemon starts: keep trying
+        attempts = 0
+        while watcher is None:  # Redis may be down when the daemon starts: keep trying (a failed cycle)
             try:
                 watcher = watch.Watcher(connect(o.target, timeout), opts, stop)
             except ConnectionFailed as exc:
-                o.info(o.scrubbed(f"rqmaint watch: {exc}; retrying in {backoff:.0f}s"))
-                if stop.wait(backoff):
-                    return
-                backoff = min(watch.BACKOFF_CAP, backoff * 2)
+                attempts += 1
+                failed = watch.Cycle(attempts, time.time(), error=f"{type(exc).__name__}: {exc}")
+                failed.next_in = min(
+                    watch.BACKOFF_CAP, watch.BACKOFF_START * 2 ** (attempts - 1), max(opts.interval, 1)
+                )
+                if metrics is not None:
+                    metrics.observe(failed)
+                _report(o, failed, None, opts)
+                if max_cycles is not None and attempts >= max_cycles:
+                    return False
+                if stop.wait(failed.next_in):
+                    return True
+        watcher.cycles = attempts
         if stop.is_set():
-            return
+            return True
         dashboard = o.terminal and not o.json_mode
         if dashboard:
             live = Live(console=o.out, auto_refresh=False, transient=False)
             live.start()
         while True:
             cycle = watcher.run_cycle()
+            last_ok = cycle.ok
             if metrics is not None:
                 metrics.observe(cycle)
-            if o.json_mode:
-                sys.stdout.write(json.dumps(cycle.as_dict(), separators=(",", ":")) + "\n")
-                sys.stdout.flush()
-            elif live is not None:
-                live.update(_dashboard(cycle, opts, o.target.redacted), refresh=True)
-            else:
-                sys.stdout.write(_summary(cycle) + "\n")
-                sys.stdout.flush()
-            if not cycle.ok:
-                o.info(o.scrubbed(f"rqmaint watch: {cycle.error}; retrying in {cycle.next_in:.0f}s"))
+            _report(o, cycle, live, opts)
             if cycle.stopped or (max_cycles is not None and watcher.cycles >= max_cycles):
-                break
+                return last_ok or cycle.stopped
             if watcher.sleep(cycle.next_in):
-                break
+                return True
     finally:
         if live is not None:
             live.stop()

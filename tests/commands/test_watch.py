@@ -22,10 +22,10 @@ from tests.support import (
 )
 
 
-def _watch(redis_url: str, *args: str) -> subprocess.Popen[str]:
+def _watch(redis_url: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         rqmaint_argv("watch", *args),
-        env=process_env(redis_url),
+        env=process_env(redis_url, env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -110,7 +110,8 @@ def test_redis_outage_is_reported_and_survived(tmp_path, server):
     srv = start_server(server.kind, port=port, workdir=tmp_path / "a")
     url = srv.url
     srv.client().sadd("rq:queues", "rq:queue:default")
-    proc = _watch(url, "--interval", "0.2", "--json", "--timeout", "0.5")
+    # a short retry budget: each command gives up on the dead server after 1 s (default 30 s)
+    proc = _watch(url, "--interval", "0.2", "--json", "--timeout", "0.5", env={"RQMAINT_RETRY_BUDGET": "1"})
     try:
         lines: list[dict] = []
 
@@ -180,3 +181,17 @@ def test_metrics_need_the_extra_or_a_free_port(cli, client):
         result = cli("watch", "--max-cycles", "1", "--metrics-port", str(busy))
     assert result.exit_code in (1, 2)
     assert result.stderr.startswith("rqmaint: error:") and "Traceback" not in result.stderr
+
+
+def test_max_cycles_ends_even_if_redis_is_down(cli):
+    # A closed port: the start-up connection fails; that failed attempt counts as a cycle
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli(
+        "watch", "--max-cycles", "2", "--interval", "0.1", "--json", "--url", f"redis://127.0.0.1:{port}/0"
+    )
+    assert result.exit_code == 1
+    cycles = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [c["ok"] for c in cycles] == [False, False]
+    assert "retrying in" in result.stderr
