@@ -190,7 +190,11 @@ class Lease:
         return self._lost.is_set()
 
     def try_acquire(self) -> bool:
-        return bool(self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)))
+        if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
+            return True
+        # A SET re-sent after a dropped connection (connection.BudgetRetry) finds the value its first,
+        # applied, attempt wrote: that lock is ours.
+        return decode(self.client.get(self.key)) == self.value
 
     def start_renewing(self) -> None:
         self._thread = threading.Thread(

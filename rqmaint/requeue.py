@@ -132,6 +132,15 @@ def rq_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _float_or(text: str | None, default: float) -> float:
+    """A first_seen value as RQ writes it (epoch float); garbage gives ``default`` (the script's
+    ``tonumber(seen) or now``: a garbled first_seen never makes a job look stuck)."""
+    try:
+        return float(text or "")
+    except ValueError:
+        return default
+
+
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
@@ -525,7 +534,7 @@ class Requeuer:
             for _ in execs_per_job[n]:
                 in_started = (next(wip_scores) is not None) or in_started
             count = int(counter or 0)
-            seen_at = float(decode(seen) or 0) if seen else None
+            seen_at = _float_or(decode(seen), self.now) if seen else None
             if in_started:
                 action = "skip:in_started"
             elif seen_at is None:

@@ -36,7 +36,8 @@ UrlOpt = Annotated[
         "--url",
         "-u",
         metavar="URL",
-        help="Redis URL (redis://, rediss://, unix://). Default: env RQ_REDIS_URL, else REDIS_URL, "
+        help="Redis URL (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db). "
+        "Default: env RQ_REDIS_URL, else REDIS_URL, "
         "else redis://localhost:6379/0.",
         show_default=False,
     ),

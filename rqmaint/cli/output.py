@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rqmaint.connection import Target, scrub
+from rqmaint.connection import RetryBudgetExhausted, Target, TransactionInterrupted, scrub
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
 
 PROG = "rqmaint"
@@ -131,6 +131,8 @@ def guard(o: Output) -> Iterator[None]:
             o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
         where = o.target.redacted if o.target else "Redis"
         kind = type(exc).__name__
+        if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted)):
+            fail(o, f"{kind} talking to {where}: {exc}", ExitCode.ERROR)  # the message says what to do
         hint = (
             "check that Redis is reachable, or raise --timeout"
             if isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
