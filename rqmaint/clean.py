@@ -1,24 +1,28 @@
 """The acquire -> clean -> release cycle, per queue.
 
-"Clean" is what an RQ worker's maintenance does for a queue (rq 2.x ``Worker.clean_registries``):
-FinishedJobRegistry, StartedJobRegistry (abandoned jobs -> failed or retried, with failure callbacks and
-exception handlers), FailedJobRegistry and DeferredJobRegistry cleanups, the worker registry, and the
-intermediate queue, in that order and with RQ's own functions, so the resulting state is RQ's.
-Between steps the lease is checked: a lost lock stops the queue's work at that safe point.
+"Clean" is what an RQ worker's maintenance does for a queue (the installed RQ's
+``Worker.clean_registries``): FinishedJobRegistry, StartedJobRegistry (abandoned jobs -> failed or
+retried, with failure callbacks and, rq >= 2.0, exception handlers), FailedJobRegistry and (rq >= 2.0)
+DeferredJobRegistry cleanups, the worker registry, and the intermediate queue, in that order and with
+RQ's own functions, so the resulting state is RQ's. Between steps the lease is checked: a lost lock
+stops the queue's work at that safe point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from rqmaint import keys, lock, rqcompat
+from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
+from rqmaint.rqcompat import RqCodeFailed
 
 INTERMEDIATE_GRACE = 60.0  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 
@@ -91,7 +95,9 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
     """Read-only preview of a queue's cleaning (a few round trips, no RQ code, no unpickling)."""
     now = time.time() if now is None else now
     score = int(now)
-    deferred_expires = rqcompat.rq_version() < (2, 8)  # 2.8 made deferred cleanup a no-op
+    deferred_expires = rqcompat.deferred_cleanup_expires()  # 2.0-2.7 only (1.16: no step; 2.8: no-op)
+    strips = rqcompat.started_membership_strips_execution()  # how RQ tests "in the started registry"
+    grace = rqcompat.intermediate_has_grace()
     pipe = client.pipeline(transaction=False)
     pipe.zcount(keys.finished(queue), 0, score)
     pipe.zcount(keys.failed(queue), 0, score)
@@ -137,7 +143,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
             p.dead_workers += 1
         i += 1
     if inter:
-        in_wip = {_job_id(decode(m) or "") for m in replies[-1]}
+        in_wip = {_job_id(decode(m) or "") if strips else decode(m) or "" for m in replies[-1]}
         for job_id in inter:
             exists, seen = replies[i], replies[i + 1]
             i += 2
@@ -145,6 +151,8 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
                 continue
             if not exists:
                 p.intermediate_orphans += 1
+            elif not grace:
+                p.intermediate_stuck += 1  # rq 1.16.0/1.16.1: failed at first sighting
             elif seen is None:
                 p.intermediate_first_seen += 1
             elif now - float(decode(seen) or 0) > INTERMEDIATE_GRACE:
@@ -160,8 +168,15 @@ def run_rq_steps(
     checkpoint: Any,
     done: list[str],
 ) -> None:
-    """RQ's own maintenance for one queue, step by step; ``checkpoint()`` runs before each step and
-    the name of each step is appended to ``done`` as it starts."""
+    """RQ's own maintenance for one queue, step by step, as the installed RQ's
+    ``Worker.clean_registries`` runs it (rq 1.16 has no "deferred" step); ``checkpoint()`` runs before
+    each step and the name of each step is appended to ``done`` as it starts.
+
+    An exception raised by RQ's code (or by a failure callback or exception handler it calls), e.g.
+    ``ValueError`` for a job whose status this RQ does not know, becomes :class:`rqcompat.RqCodeFailed`
+    naming the queue, the step and such jobs; Redis errors, lost leases, stop requests and rqmaint's
+    own errors pass unchanged.
+    """
     from rq import Queue
     from rq.registry import (
         DeferredJobRegistry,
@@ -173,24 +188,70 @@ def run_rq_steps(
 
     q = Queue(queue, connection=client)
     kw: dict[str, Any] = {"connection": client, "job_class": q.job_class, "serializer": q.serializer}
+    started_kw: dict[str, Any] = {}
+    if rqcompat.cleanup_takes_exception_handlers():
+        started_kw["exception_handlers"] = handlers or None
+    elif handlers:
+        raise UsageError(
+            f"exception handlers need rq >= 2.0 (installed: rq {rqcompat.rq_version_text()}); "
+            "drop --exception-handler"
+        )
 
-    def step(name: str) -> None:
+    def intermediate() -> None:
+        worker = rqcompat.maintenance_worker(client, queue, worker_name)
+        rqcompat.clean_intermediate_queue(worker, q)
+
+    steps: list[tuple[str, str, Callable[[], object]]] = [
+        ("finished", "FinishedJobRegistry.cleanup", FinishedJobRegistry(name=queue, **kw).cleanup),
+        (
+            "started",
+            "StartedJobRegistry.cleanup",
+            lambda: StartedJobRegistry(name=queue, **kw).cleanup(**started_kw),
+        ),
+        ("failed", "FailedJobRegistry.cleanup", FailedJobRegistry(name=queue, **kw).cleanup),
+    ]
+    if rqcompat.runs_deferred_cleanup():
+        steps.append(
+            ("deferred", "DeferredJobRegistry.cleanup", DeferredJobRegistry(name=queue, **kw).cleanup)
+        )
+    steps += [
+        ("workers", "clean_worker_registry", lambda: clean_worker_registry(q)),
+        ("intermediate", "intermediate-queue cleanup", intermediate),
+    ]
+    for name, what, run in steps:
         checkpoint()
         done.append(name)
+        try:
+            run()
+        except (RqmaintError, LeaseLost, lock.StopRequested, redis.RedisError):
+            raise
+        except Exception as exc:
+            raise _rq_failed(client, queue, name, what, exc) from exc
 
-    step("finished")
-    FinishedJobRegistry(name=queue, **kw).cleanup()
-    step("started")
-    StartedJobRegistry(name=queue, **kw).cleanup(exception_handlers=handlers or None)
-    step("failed")
-    FailedJobRegistry(name=queue, **kw).cleanup()
-    step("deferred")
-    DeferredJobRegistry(name=queue, **kw).cleanup()
-    step("workers")
-    clean_worker_registry(q)
-    step("intermediate")
-    worker = rqcompat.maintenance_worker(client, queue, worker_name)
-    q.intermediate_queue.cleanup(worker, q)
+
+def _rq_failed(client: redis.Redis, queue: str, step: str, what: str, exc: Exception) -> RqCodeFailed:
+    """A one-line report of RQ's code failing on a queue, naming the jobs this RQ cannot load."""
+    suspects: list[str] = []
+    with contextlib.suppress(redis.RedisError):
+        ids: list[str] = []
+        if step == "started":
+            members = cast(list[bytes], client.zrangebyscore(keys.started(queue), 0, time.time()))
+            ids = [_job_id(decode(m) or "") for m in members]
+        elif step == "intermediate":
+            ids = [decode(m) or "" for m in cast(list[bytes], client.lrange(keys.intermediate(queue), 0, -1))]
+        odd = rqcompat.unknown_statuses(client, list(dict.fromkeys(ids)))
+        suspects = [f"{j} (status {s!r})" for j, s in list(odd.items())[:10]]
+    hint = (
+        f"; jobs with a status rq {rqcompat.rq_version_text()} does not know (written by a newer RQ?): "
+        + ", ".join(suspects)
+        + "; clean them with an RQ that knows that status, or move them out of the registry"
+        if suspects
+        else "; --debug shows RQ's traceback"
+    )
+    return RqCodeFailed(
+        f"RQ's own {what} failed on queue {queue!r} (step {step!r}): {type(exc).__name__}: {exc}{hint}. "
+        "That step's writes were not applied (failure callbacks may have run) and the run stopped there"
+    )
 
 
 @dataclass

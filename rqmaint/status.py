@@ -1,8 +1,8 @@
 """Registry state per queue, strictly read-only and pipelined.
 
 Never calls RQ code that cleans as it counts (``registry.count``, ``get_job_ids()``, ``rq info``):
-only ZCARD/ZCOUNT/LLEN/SMEMBERS/EXISTS/HEXISTS/GET/PTTL, in three round trips whatever the number
-of queues.
+only ZCARD/ZCOUNT/LLEN/SMEMBERS/GET, then HMGET/PTTL, in three round trips (with SMEMBERS
+rq:queues) whatever the number of queues.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class QueueStatus:
     scheduled: int
     canceled: int
     intermediate: int
-    workers: int  # registered for the queue, hash present, no death mark
+    workers: int  # registered for the queue, hash present (with birth), no death mark
     lock: LockInfo
 
     def as_dict(self) -> dict[str, object]:
@@ -48,7 +48,7 @@ class QueueStatus:
         }
 
 
-_PER_QUEUE = 12
+_PER_QUEUE = 11
 
 
 def collect(client: redis.Redis, queues: list[str], now: float | None = None) -> list[QueueStatus]:
@@ -69,24 +69,29 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
         pipe.llen(keys.intermediate(q))
         pipe.smembers(keys.workers_of(q))
         pipe.get(keys.clean_lock(q))
-        pipe.pttl(keys.clean_lock(q))
     replies = pipe.execute()
 
+    # Second round trip: liveness of every registered worker (a live worker's hash has ``birth`` and no
+    # ``death``) and the TTL of every lock that is held.
     worker_sets: list[list[str]] = []
     all_workers: dict[str, None] = {}
     for i in range(len(queues)):
         members = [decode(m) or "" for m in replies[i * _PER_QUEUE + 9]]
         worker_sets.append(members)
         all_workers.update(dict.fromkeys(members))
+    held = [q for i, q in enumerate(queues) if replies[i * _PER_QUEUE + 10] is not None]
     alive: dict[str, bool] = {}
-    if all_workers:
-        wpipe = client.pipeline(transaction=False)
+    pttls: dict[str, int] = {}
+    if all_workers or held:
+        pipe = client.pipeline(transaction=False)
         names = list(all_workers)
         for w in names:
-            wpipe.exists(w)
-            wpipe.hexists(w, "death")
-        wreplies = wpipe.execute()
-        alive = {w: bool(wreplies[2 * j]) and not wreplies[2 * j + 1] for j, w in enumerate(names)}
+            pipe.hmget(w, ["birth", "death"])
+        for q in held:
+            pipe.pttl(keys.clean_lock(q))
+        more = pipe.execute()
+        alive = {w: more[j][0] is not None and more[j][1] is None for j, w in enumerate(names)}
+        pttls = {q: int(more[len(names) + j]) for j, q in enumerate(held)}
 
     out = []
     for i, q in enumerate(queues):
@@ -104,7 +109,7 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
                 canceled=int(r[7]),
                 intermediate=int(r[8]),
                 workers=sum(1 for w in worker_sets[i] if alive.get(w)),
-                lock=lock.interpret(q, r[10], int(r[11]), now),
+                lock=lock.interpret(q, r[10], pttls.get(q, -2), now),
             )
         )
     return out

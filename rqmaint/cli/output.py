@@ -18,8 +18,6 @@ from typing import Any, NoReturn
 
 import redis
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rqmaint.connection import RetryBudgetExhausted, Target, TransactionInterrupted, scrub
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
@@ -33,21 +31,41 @@ class Output:
     debug: bool = False
     target: Target | None = None
 
-    def __post_init__(self) -> None:
-        self.out = Console(soft_wrap=False)
-        self.err = Console(stderr=True, soft_wrap=True, highlight=False)
+    # rich is imported only when something is rendered with it (a --json run never needs it)
+    _out: Any = None
+    _err: Any = None
+
+    @property
+    def out(self) -> Any:
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(soft_wrap=False)
+        return self._out
+
+    @property
+    def err(self) -> Any:
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, soft_wrap=True, highlight=False)
+        return self._err
 
     @property
     def terminal(self) -> bool:
-        return self.out.is_terminal
+        return bool(self.out.is_terminal)
 
     def emit_json(self, doc: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+        """One JSON document: indented for a person at a terminal, compact for a program."""
+        text = json.dumps(doc, indent=2) if sys.stdout.isatty() else json.dumps(doc, separators=(",", ":"))
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         """A rich table on a terminal; off one, tab-separated lines with a header (for grep/awk)."""
         if self.terminal:
+            from rich.table import Table
+
             t = Table(title=title, title_justify="left")
             for i, c in enumerate(columns):
                 t.add_column(c, justify="left" if i == 0 else "right" if _numeric(rows, i) else "left")

@@ -67,6 +67,26 @@ def session_members(sid: int) -> list[ProcStat]:
     return members
 
 
+def _session_and_descendants(sid: int) -> list[ProcStat]:
+    """Live members of session ``sid`` plus their live descendants in other sessions (RQ 1.16's work
+    horse calls ``os.setsid()``: it leaves the worker's session but stays its child)."""
+    live: dict[int, ProcStat] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = read_stat(int(entry))
+            if stat is not None and stat.state not in ("Z", "X", "x"):
+                live[stat.pid] = stat
+    found = {pid: s for pid, s in live.items() if s.sid == sid}
+    grew = True
+    while grew:
+        grew = False
+        for pid, s in live.items():
+            if pid not in found and s.ppid in found:
+                found[pid] = s
+                grew = True
+    return list(found.values())
+
+
 def kill_session(leader: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 10.0) -> list[int]:
     """SIGKILL every process of the session led by ``leader`` and reap the leader.
 
@@ -75,16 +95,17 @@ def kill_session(leader: subprocess.Popen[bytes] | subprocess.Popen[str], timeou
     puts itself into a process group of its own (``os.setpgrp()`` in ``fork_work_horse``), so
     killing the leader's process group alone would leave the horse running.  The leader's group
     is killed first, so the worker never sees its horse die (no "Work-horse terminated
-    unexpectedly" handling).  Returns the pids that were killed; waits until none runs.
+    unexpectedly" handling).  Descendants that left the session are killed too (RQ 1.16's horse
+    calls ``os.setsid()``).  Returns the pids that were killed; waits until none runs.
     """
     sid = leader.pid
-    members = session_members(sid)
+    members = _session_and_descendants(sid)
     groups = [sid, *sorted({m.pgid for m in members} - {sid})]
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
     # Anything forked between the listing and the kill (there should be nothing).
-    for m in session_members(sid):
+    for m in _session_and_descendants(sid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(m.pid, signal.SIGKILL)
     leader.wait(timeout=timeout)

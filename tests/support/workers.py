@@ -8,6 +8,7 @@ models a pod's death (see :func:`tests.support.procs.kill_session`).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def start_worker(
     extra_args: Sequence[str] = (),
     log_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    python: str | os.PathLike[str] | None = None,
 ) -> WorkerProcess:
     """Start ``python -m rq.cli worker --url URL --name NAME [--burst] EXTRA... QUEUES...``.
 
@@ -86,13 +88,15 @@ def start_worker(
     to a unique ``rqm-test-<hex>``.  Returns at once: wait for what you need with ``wait_for``
     (e.g. ``client.exists(f"rq:worker:{w.name}")``).  A burst worker exits by itself
     (``w.wait(timeout=...)``); otherwise stop it with ``w.kill_session()`` or ``w.terminate()``.
+    ``python``: the interpreter to run (default ``sys.executable``), e.g. a virtual environment's
+    with another RQ version (see tests/versions).
     """
     name = name or f"rqm-test-{uuid.uuid4().hex[:12]}"
     if log_dir is None:
         log_dir = Path(tempfile.mkdtemp(prefix="rqmaint-worker-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"worker-{name}.log"
-    argv = [sys.executable, "-m", "rq.cli", "worker", "--url", url, "--name", name]
+    argv = [os.fspath(python or sys.executable), "-m", "rq.cli", "worker", "--url", url, "--name", name]
     if burst:
         argv.append("--burst")
     argv += [*extra_args, *queues]
@@ -142,8 +146,8 @@ class Abandoned:
 
     @property
     def wip_members(self) -> list[str]:
-        """The ``rq:wip:<queue>`` members, ``<job_id>:<execution_id>``."""
-        return [f"{j}:{e}" for j, e in zip(self.job_ids, self.execution_ids, strict=True)]
+        """The ``rq:wip:<queue>`` members, ``<job_id>:<execution_id>`` (RQ 1.16: ``<job_id>``)."""
+        return [f"{j}:{e}" if e else j for j, e in zip(self.job_ids, self.execution_ids, strict=True)]
 
     def reruns(self) -> list[str]:
         """Ids of the jobs that ran again after being abandoned (one line per run, any order).
@@ -161,11 +165,60 @@ class Abandoned:
 
 
 def _wip_member(client: redis.Redis, queue: str, job_id: str) -> str | None:
+    """The job's ``rq:wip`` member: ``<job_id>:<execution_id>`` (RQ >= 2.0) or ``<job_id>`` (1.16)."""
     prefix = f"{job_id}:".encode()
     for member in client.zrange(f"rq:wip:{queue}", 0, -1):
-        if as_bytes(member).startswith(prefix):
+        raw = as_bytes(member)
+        if raw.startswith(prefix) or raw == job_id.encode():
             return as_text(member)
     return None
+
+
+#: Run by another interpreter (another RQ version): enqueue jobs with that version's own Queue.
+#: argv: url, queue, JSON list of [func dotted path, args, kwargs]; prints the JSON list of ids.
+#: kwargs: ``retry`` N -> ``Retry(max=N)``; ``on_failure``/``on_success`` dotted path -> the function.
+_ENQUEUE_SCRIPT = """
+import importlib, json, sys
+from redis import Redis
+from rq import Queue, Retry
+url, queue, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+def resolve(path):
+    module, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+q = Queue(queue, connection=Redis.from_url(url))
+ids = []
+for func, args, kwargs in specs:
+    if "retry" in kwargs:
+        kwargs["retry"] = Retry(max=kwargs["retry"])
+    for name in ("on_failure", "on_success"):
+        if name in kwargs:
+            kwargs[name] = resolve(kwargs[name])
+    ids.append(q.enqueue(func, *args, **kwargs).id)
+print(json.dumps(ids))
+"""
+
+
+def enqueue_with(
+    python: str | os.PathLike[str],
+    url: str,
+    queue: str,
+    specs: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]],
+) -> list[str]:
+    """Enqueue jobs with the RQ of another interpreter (``python -c``, repo root on PYTHONPATH), so the
+    job hashes are written by that RQ version.  ``specs``: ``(func dotted path, args, kwargs)``, JSON
+    values only (see ``_ENQUEUE_SCRIPT`` for ``retry``/``on_failure``).  Returns the job ids."""
+    proc = subprocess.run(
+        [os.fspath(python), "-c", _ENQUEUE_SCRIPT, url, queue, json.dumps([list(s) for s in specs])],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"enqueue with {python} failed:\n{proc.stderr}")
+    return [str(j) for j in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 
 def make_abandoned(
@@ -177,6 +230,7 @@ def make_abandoned(
     workdir: Path | None = None,
     job_kwargs: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
+    python: str | os.PathLike[str] | None = None,
 ) -> Abandoned:
     """Enqueue ``n`` :func:`tests.jobs.block` jobs on ``queue`` and abandon them for real.
 
@@ -198,6 +252,11 @@ def make_abandoned(
     ``job_kwargs`` are passed to every ``Queue.enqueue`` (e.g. ``retry``, ``failure_ttl``,
     ``meta``, ``job_timeout``).  Marker files and worker logs go to ``workdir`` (a temp dir by
     default).
+
+    ``python``: another interpreter (a virtual environment with another RQ version, see
+    tests/versions): the jobs are then enqueued by that RQ (:func:`enqueue_with`; ``job_kwargs``
+    must be JSON values) and run by its ``rq worker``.  RQ 1.16 has no executions: its ``rq:wip``
+    member is the plain job id and ``execution_ids`` holds ``""``.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -207,18 +266,22 @@ def make_abandoned(
     workdir.mkdir(parents=True, exist_ok=True)
     client = redis.Redis.from_url(url)
     try:
-        q = Queue(queue, connection=client)
         markers: dict[str, Path] = {}
-        for _ in range(n):
-            marker = workdir / f"block-{uuid.uuid4().hex}.started"
-            job = q.enqueue(jobs.block, str(marker), **dict(job_kwargs or {}))
-            markers[job.id] = marker
+        paths = [workdir / f"block-{uuid.uuid4().hex}.started" for _ in range(n)]
+        if python is None:
+            q = Queue(queue, connection=client)
+            for marker in paths:
+                job = q.enqueue(jobs.block, str(marker), **dict(job_kwargs or {}))
+                markers[job.id] = marker
+        else:
+            spec = [("tests.jobs.block", [str(m)], dict(job_kwargs or {})) for m in paths]
+            markers = dict(zip(enqueue_with(python, url, queue, spec), paths, strict=True))
         job_ids = list(markers)
 
         result = Abandoned(queue, job_ids, [], [], [], [], markers=[markers[j] for j in job_ids])
         for start in range(0, n, per_round):
             batch = job_ids[start : start + per_round]
-            procs = [start_worker(url, [queue], log_dir=workdir) for _ in batch]
+            procs = [start_worker(url, [queue], log_dir=workdir, python=python) for _ in batch]
             result.workers += procs
 
             def batch_started(batch: list[str] = batch) -> bool:
@@ -253,7 +316,7 @@ def make_abandoned(
                 assert member is not None, f"job {job_id} left rq:wip:{queue} when its worker died"
                 raw_worker = client.hget(f"rq:job:{job_id}", "worker_name") or b""
                 result.worker_names.append(as_text(raw_worker))
-                result.execution_ids.append(member.split(":", 1)[1])
+                result.execution_ids.append(member.split(":", 1)[1] if ":" in member else "")
                 result.horse_pids.append(horses[job_id])
             result.worker_pids += [p.pid for p in procs]
         return result

@@ -1,0 +1,281 @@
+"""rqmaint against real data and real workers of each supported RQ version (1.16.2, 2.0.0, 2.12.0).
+
+Every test runs that version's own code in its virtual environment (``rq_env``, see conftest): jobs
+are enqueued by its ``Queue``, run by its ``rq worker`` (SIGKILLed mid-job, work horse included), and
+rqmaint itself runs there as ``<venv python> -m rqmaint``, importing that RQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import zlib
+from typing import Any
+
+import redis
+
+from tests.support import age_abandoned, copy_db, db_client, diff_snapshots, snapshot, start_worker
+from tests.support.workers import enqueue_with, make_abandoned
+from tests.versions.conftest import RqEnv
+
+WORKER = "rqmaint-parity-worker"
+ABANDONED = "Moved to FailedJobRegistry, due to AbandonedJobError, at "
+
+STOCK_CLEAN = """
+import sys
+from redis import Redis
+from rq import Queue, Worker
+from tests import callbacks
+url, name, handlers = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+conn = Redis.from_url(url)
+Worker(
+    [Queue("default", connection=conn)],
+    connection=conn,
+    name=name,
+    exception_handlers=[callbacks.handler] if handlers else None,
+).clean_registries()
+"""
+
+STARTED_CLEANUP = """
+import sys
+from redis import Redis
+from rq.registry import StartedJobRegistry
+StartedJobRegistry(sys.argv[2], connection=Redis.from_url(sys.argv[1])).cleanup()
+"""
+
+
+def _json(proc: Any) -> dict[str, Any]:
+    assert proc.returncode in (0, 4), f"exit {proc.returncode}\n{proc.stderr}"
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def _status(rq_env: RqEnv, url: str) -> dict[str, Any]:
+    proc = rq_env.rqmaint(url, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (q,) = json.loads(proc.stdout)["queues"]
+    return q  # type: ignore[no-any-return]
+
+
+def _run_burst(rq_env: RqEnv, url: str, tmp_path: Any) -> None:
+    worker = start_worker(url, ["default"], burst=True, log_dir=tmp_path, python=rq_env.python)
+    assert worker.wait(timeout=60) == 0, worker.log()
+
+
+def _text(raw: bytes | None, *, b64: bool = False) -> str | None:
+    if raw is None:
+        return None
+    return zlib.decompress(base64.b64decode(raw) if b64 else raw).decode()
+
+
+def _mask(text: str | None) -> str | None:
+    return None if text is None else re.sub(r"at \d{4}-\d\d-\d\d [\d:.+]+", "at <time>", text)
+
+
+def test_status_counts_the_started_and_abandoned_job(rq_env, client, redis_url, tmp_path):
+    # Given a job whose worker of this RQ version was SIGKILLed mid-job (work horse too)
+    ab = make_abandoned(redis_url, "default", python=rq_env.python, workdir=tmp_path)
+    (job_id,) = ab.job_ids
+    (member,) = (m.decode() for m in client.zrange("rq:wip:default", 0, -1))
+    if rq_env.major == 1:  # RQ 1.16: plain job id, no executions
+        assert member == job_id and ab.execution_ids == [""]
+        assert not list(client.scan_iter("rq:execution*"))
+    else:
+        assert member == f"{job_id}:{ab.execution_ids[0]}"
+        assert client.exists(f"rq:execution:{job_id}:{ab.execution_ids[0]}", f"rq:executions:{job_id}") == 2
+    assert client.hget(f"rq:worker:{ab.worker_names[0]}", "current_job") == job_id.encode()
+    # When rqmaint (on this RQ) reads the state before the deadline: started, not abandoned, and
+    # the dead worker's hash still looks alive until it expires
+    q = _status(rq_env, redis_url)
+    assert (q["queued"], q["started"], q["abandoned"], q["workers"]) == (0, 1, 0, 1)
+    # Then once the deadline passed and the hash expired: abandoned, no live worker
+    age_abandoned(client, "default", 200)
+    q = _status(rq_env, redis_url)
+    assert (q["queued"], q["started"], q["abandoned"], q["workers"], q["failed"]) == (0, 1, 1, 0, 0)
+
+
+def test_requeue_abandoned_then_a_stock_worker_runs_each_job_once(rq_env, client, redis_url, tmp_path):
+    # Given two jobs abandoned by killed workers of this RQ version, deadlines passed
+    ab = make_abandoned(redis_url, "default", 2, python=rq_env.python, workdir=tmp_path)
+    age_abandoned(client, "default", 200)
+    # When rqmaint (on this RQ) requeues them
+    doc = _json(rq_env.rqmaint(redis_url, "requeue-abandoned", "--json"))
+    # Then both are back on the queue, fresh, with no trace of the dead execution
+    (q,) = doc["queues"]
+    assert (q["requeued"], q["skipped"], q["problems"]) == (2, 0, [])
+    assert sorted(client.lrange("rq:queue:default", 0, -1)) == sorted(j.encode() for j in ab.job_ids)
+    assert client.zcard("rq:wip:default") == 0
+    for job_id in ab.job_ids:
+        fields = client.hmget(f"rq:job:{job_id}", ["status", "started_at", "worker_name"])
+        assert fields == [b"queued", b"", b""]
+        assert client.ttl(f"rq:job:{job_id}") == -1
+        assert not list(client.scan_iter(f"rq:execution:{job_id}:*"))
+    assert not any(client.exists(f"rq:worker:{w}") for w in ab.worker_names), "worker hash recreated"
+    # And a stock burst worker of this version runs each of them exactly once, to finished
+    _run_burst(rq_env, redis_url, tmp_path)
+    for job_id in ab.job_ids:
+        assert client.hget(f"rq:job:{job_id}", "status") == b"finished"
+    assert sorted(ab.reruns()) == sorted(ab.job_ids)
+    assert client.llen("rq:queue:default") == 0 and client.zcard("rq:wip:default") == 0
+
+
+def test_include_failed_recognises_this_versions_abandoned_failure(rq_env, client, redis_url, tmp_path):
+    # Given a job abandoned by a killed worker of this RQ version...
+    ab = make_abandoned(redis_url, "default", python=rq_env.python, workdir=tmp_path)
+    (job_id,) = ab.job_ids
+    # ...and a job that failed by raising, run by a stock worker of this version
+    (boom,) = enqueue_with(rq_env.python, redis_url, "default", [("tests.jobs.boom", [], {})])
+    _run_burst(rq_env, redis_url, tmp_path)
+    assert client.hget(f"rq:job:{boom}", "status") == b"failed"
+    # When this version's own StartedJobRegistry.cleanup moves the abandoned job to failed
+    age_abandoned(client, "default", 200)
+    rq_env.script(STARTED_CLEANUP, redis_url, "default")
+    assert client.hget(f"rq:job:{job_id}", "status") == b"failed"
+    assert client.zscore("rq:failed:default", job_id) is not None
+    # Then its failure record has this version's shape (rq-data-model section 5)
+    exc_info = _text(client.hget(f"rq:job:{job_id}", "exc_info"))
+    newest = client.xrevrange(f"rq:results:{job_id}", "+", "-", count=1)
+    if rq_env.version_info < (2, 2):  # 1.16, 2.0, 2.1: the hash's exc_info, no results entry
+        assert exc_info is not None and exc_info.startswith(ABANDONED), exc_info
+        assert newest == []
+    else:  # >= 2.2: the newest results-stream entry, no exc_info in the hash
+        assert not exc_info
+        (_, fields), *_ = newest
+        assert fields[b"type"] == b"2" and fields[b"worker_name"] == b""
+        assert (_text(fields[b"exc_string"], b64=True) or "").startswith(ABANDONED)
+    # And without --include-failed nothing moves; with it, the abandoned job (only) is requeued
+    q = _json(rq_env.rqmaint(redis_url, "requeue-abandoned", "--json"))["queues"][0]
+    assert q["requeued"] == 0
+    q = _json(rq_env.rqmaint(redis_url, "requeue-abandoned", "--include-failed", "--json"))["queues"][0]
+    assert (q["requeued"], q["problems"]) == (1, [])
+    assert client.lrange("rq:queue:default", 0, -1) == [job_id.encode()]
+    assert client.zscore("rq:failed:default", job_id) is None
+    assert client.hget(f"rq:job:{job_id}", "exc_info") is None
+    assert client.zscore("rq:failed:default", boom) is not None
+    assert client.hget(f"rq:job:{boom}", "status") == b"failed"
+    # And a stock worker of this version runs it exactly once
+    _run_burst(rq_env, redis_url, tmp_path)
+    assert client.hget(f"rq:job:{job_id}", "status") == b"finished"
+    assert ab.reruns() == [job_id]
+
+
+def _build_incident(rq_env: RqEnv, client: redis.Redis, url: str, tmp_path: Any) -> dict[str, list[str]]:
+    """Real abandoned jobs of this RQ version (one with a failure callback, one with retries left),
+    expired finished/failed entries, a dead worker in the registry, intermediate-queue jobs."""
+    py = rq_env.python
+    work = tmp_path / "incident"
+    with_callback = make_abandoned(
+        url, "default", python=py, workdir=work, job_kwargs={"on_failure": "tests.callbacks.on_failure"}
+    )
+    with_retry = make_abandoned(url, "default", python=py, workdir=work, job_kwargs={"retry": 2})
+    age_abandoned(client, "default", 200)
+    now = int(time.time())
+    done, stuck, fresh = enqueue_with(
+        py,
+        url,
+        "default",
+        [("tests.jobs.add", [1, 2], {}), ("tests.jobs.add", [2, 2], {}), ("tests.jobs.add", [3, 3], {})],
+    )
+    client.lrem("rq:queue:default", 0, done)
+    client.zadd("rq:finished:default", {done: now - 10, "fresh": now + 400})
+    client.zadd("rq:failed:default", {"expired-failure": now - 10, "kept-failure": now + 1000})
+    client.sadd("rq:workers", "rq:worker:ghost")
+    client.sadd("rq:workers:default", "rq:worker:ghost")
+    for _ in (stuck, fresh):  # a worker LMOVEd them, then died before starting them
+        client.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
+    client.set(f"rq:queue:default:intermediate:first_seen:{stuck}", now - 120, ex=86400)
+    return {
+        "callback": with_callback.job_ids,
+        "retry": with_retry.job_ids,
+        "stuck": [stuck],
+        "fresh": [fresh],
+    }
+
+
+def _failure_texts(client: redis.Redis, key: str) -> list[str | None]:
+    return [_mask(_text(f.get(b"exc_string"), b64=True)) for _, f in client.xrange(key)]
+
+
+def test_clean_leaves_exactly_what_this_versions_worker_leaves(rq_env, client, redis_url, server, tmp_path):
+    # Given an incident made by this RQ version, copied to DB 1 so both routes see identical data
+    ids = _build_incident(rq_env, client, redis_url, tmp_path)
+    copy_db(client, 0, 1)
+    rq_side, ours = db_client(client, 0), db_client(client, 1)
+    handlers = rq_env.major >= 2  # RQ 1.16's cleanup calls no exception handlers
+    # When this version's own Worker.clean_registries() cleans DB 0 and rqmaint (on it) DB 1
+    rq_env.script(STOCK_CLEAN, server.url_for(0), WORKER, "1" if handlers else "0")
+    args = ["clean", "-q", "default", "--json"]
+    if handlers:
+        args += ["--exception-handler", "tests.callbacks:handler"]
+    doc = _json(rq_env.rqmaint(server.url_for(1), *args))
+    # Then it ran this version's steps, in its order
+    (result,) = doc["queues"]
+    assert result["outcome"] == "cleaned"
+    expected = ["finished", "started", "failed", "deferred", "workers", "intermediate"]
+    if rq_env.major == 1:
+        expected.remove("deferred")  # 1.16's clean_registries has no DeferredJobRegistry step
+    assert result["steps_done"] == expected
+    # And every key is the same, but the stock worker's own hash (rqmaint's worker never writes
+    # one), first_seen times, failure texts' times and the name of the worker that cleaned
+    a, b = snapshot(rq_side), snapshot(ours)
+    diff = diff_snapshots(
+        a,
+        b,
+        ignore=[
+            f"rq:worker:{WORKER}",
+            "rq:queue:default:intermediate:first_seen:*",
+            "rq:results:*#exc_string",
+            "rq:results:*#worker_name",
+            "rq:job:*#exc_info",
+        ],
+    )
+    assert diff == [], "\n".join(diff)
+    assert f"rq:worker:{WORKER}" in a and not [k for k in b if k.startswith("rq:worker:rqmaint")]
+    for key in [k for k in a if k.startswith("rq:results:")]:
+        assert _failure_texts(rq_side, key) == _failure_texts(ours, key)
+        names = [
+            (fa.get(b"worker_name"), fb.get(b"worker_name"))
+            for (_, fa), (_, fb) in zip(rq_side.xrange(key), ours.xrange(key), strict=True)
+        ]
+        for na, nb in names:
+            assert na == nb or (na == WORKER.encode() and nb is not None and nb.startswith(b"rqmaint.")), key
+    for key in [k for k in a if k.startswith("rq:job:")]:
+        ta, tb = rq_side.hget(key, "exc_info"), ours.hget(key, "exc_info")
+        assert _mask(_text(ta) if ta else None) == _mask(_text(tb) if tb else None), key
+    # And the incident really was cleaned, as this version does it
+    (cb,), (retry,), (stuck,), (fresh,) = ids["callback"], ids["retry"], ids["stuck"], ids["fresh"]
+    assert ours.zscore("rq:failed:default", cb) is not None
+    assert ours.lrange("test:failure_callbacks", 0, -1) == [f"{cb}:AbandonedJobError".encode()]
+    assert ours.llen("test:handler_calls") == (2 if handlers else 0)
+    assert retry.encode() in ours.lrange("rq:queue:default", 0, -1)
+    assert ours.zcard("rq:wip:default") == 0
+    assert ours.sismember("rq:workers", "rq:worker:ghost") == 0
+    assert ours.hget(f"rq:job:{stuck}", "status") == b"failed"
+    if rq_env.version_info >= (1, 16, 2):  # IntermediateQueue: a minute's grace after the first sighting
+        assert ours.lrange("rq:queue:default:intermediate", 0, -1) == [fresh.encode()]
+        assert ours.exists(f"rq:queue:default:intermediate:first_seen:{fresh}") == 1
+        stuck_and_first_seen = (1, 1)
+    else:  # 1.16.0, 1.16.1: rq.maintenance.clean_intermediate_queue fails them at once
+        assert ours.llen("rq:queue:default:intermediate") == 0
+        assert ours.hget(f"rq:job:{fresh}", "status") == b"failed"
+        stuck_and_first_seen = (2, 0)
+    assert ours.exists("rq:clean_registries:default") == 0
+    plan = result["plan"]
+    assert (plan["started_abandoned"], plan["abandoned_to_retry"], plan["abandoned_to_failed"]) == (2, 1, 1)
+    assert (plan["intermediate_stuck"], plan["intermediate_first_seen"]) == stuck_and_first_seen
+    assert (plan["finished_expired"], plan["failed_expired"], plan["dead_workers"]) == (1, 1, 3)
+
+
+def test_exception_handlers_need_rq_2(rq_env, client, redis_url):
+    enqueue_with(rq_env.python, redis_url, "default", [("tests.jobs.add", [1, 2], {})])
+    proc = rq_env.rqmaint(redis_url, "clean", "--exception-handler", "tests.callbacks:handler", "--json")
+    if rq_env.major >= 2:
+        assert proc.returncode == 0, proc.stderr
+        return
+    # RQ 1.16's StartedJobRegistry.cleanup takes no handlers: refused up front, nothing cleaned
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        "rqmaint: error: --exception-handler 'tests.callbacks:handler': the installed rq 1.16"
+    )
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
