@@ -68,12 +68,13 @@ class CleanPlan:
 @dataclass
 class QueueClean:
     queue: str
-    outcome: str  # cleaned | would-clean (dry run) | skipped-locked | lease-lost | stopped
+    outcome: str  # cleaned | would-clean (dry run) | skipped-locked | lease-lost | stopped | error
     plan: CleanPlan
     steps_done: list[str] = field(default_factory=list)
     holder: LockInfo | None = None  # who had the lock, when skipped
     duration: float = 0.0
     requeue: QueueRequeue | None = None  # with --requeue-abandoned
+    error: str | None = None  # outcome "error": what RQ's code raised, in one line
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -84,6 +85,7 @@ class QueueClean:
             "holder": None if self.holder is None else self.holder.as_dict(),
             "duration": round(self.duration, 4),
             "requeue": None if self.requeue is None else self.requeue.as_dict(),
+            "error": self.error,
         }
 
 
@@ -308,5 +310,10 @@ def clean_queue(
             result.holder = lock.inspect(client, [queue])[0]
         except lock.StopRequested:
             result.outcome = "stopped"
+        except RqCodeFailed as exc:
+            # RQ's own code could not clean this queue (e.g. a job it cannot load): report it and let
+            # the other queues be cleaned; the lock is released on the way out.
+            result.outcome = "error"
+            result.error = str(exc)
         result.duration = time.monotonic() - started
         return result

@@ -340,6 +340,8 @@ def clean_cmd(
             code = ExitCode.ATTENTION
         if any(r.outcome in ("skipped-locked", "lease-lost") for r in results):
             code = ExitCode.LOCK_HELD
+        if any(r.outcome == "error" for r in results):
+            code = ExitCode.ERROR
         if json_out:
             o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in results]})
         else:
@@ -375,6 +377,8 @@ def clean_cmd(
             )
         for r in results:
             _lock_outcome(o, r.queue, r.outcome, r.holder)
+            if r.error:
+                o.err.print(f"rqmaint: error: {o.scrubbed(r.error)}", markup=False)
         if code != ExitCode.OK:
             raise typer.Exit(int(code))
 

@@ -151,9 +151,10 @@ def guard(o: Output) -> Iterator[None]:
         kind = type(exc).__name__
         if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted)):
             fail(o, f"{kind} talking to {where}: {exc}", ExitCode.ERROR)  # the message says what to do
-        hint = (
-            "check that Redis is reachable, or raise --timeout"
-            if isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
-            else "check the ACL permissions of the connecting user and the server's state"
-        )
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            hint = "check that Redis is reachable, or raise --timeout"
+        elif "WRONGTYPE" in str(exc):
+            hint = "a key rqmaint reads as RQ's holds another type: inspect it (TYPE <key>) before cleaning"
+        else:
+            hint = "check the ACL permissions of the connecting user and the server's state"
         fail(o, f"{kind} talking to {where}: {exc}; {hint}", ExitCode.ERROR)

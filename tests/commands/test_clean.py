@@ -211,3 +211,24 @@ def test_lost_lease_stops_at_next_safe_point(client, abandon):
     assert client.zscore("rq:failed:default", "expired-failure") is not None
     assert lease.release() is False
     assert client.get("rq:clean_registries:default") == b"someone-else"
+
+
+def test_rq_failure_on_one_queue_does_not_stop_the_others(cli, client, abandon):
+    # Given: on "broken", a started job whose status this RQ cannot load (written by a newer RQ);
+    # on "default", a real abandoned job
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    job = Queue("broken", connection=client).enqueue(jobs.add, 1, 1)
+    client.lrem("rq:queue:broken", 0, job.id)
+    client.hset(f"rq:job:{job.id}", "status", "rate_limited")
+    client.zadd("rq:wip:broken", {f"{job.id}:e1": time.time() - 500})
+    # When
+    result = cli("clean", "--json")
+    # Then "broken" is reported as an error (exit 1), "default" was cleaned, both locks released
+    assert result.exit_code == 1
+    outcomes = {q["queue"]: q for q in json.loads(result.stdout)["queues"]}
+    assert outcomes["broken"]["outcome"] == "error" and "rate_limited" in outcomes["broken"]["error"]
+    assert outcomes["default"]["outcome"] == "cleaned"
+    assert client.zscore("rq:failed:default", ab.job_ids[0]) is not None
+    assert not client.exists("rq:clean_registries:broken", "rq:clean_registries:default")
+    assert result.stderr.count("rqmaint: error:") == 1
