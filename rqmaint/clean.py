@@ -157,9 +157,19 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
                 p.intermediate_stuck += 1  # rq 1.16.0/1.16.1: failed at first sighting
             elif seen is None:
                 p.intermediate_first_seen += 1
-            elif now - float(decode(seen) or 0) > INTERMEDIATE_GRACE:
+            elif now - _seen_at(decode(seen), now) > INTERMEDIATE_GRACE:
                 p.intermediate_stuck += 1
     return p
+
+
+def _seen_at(text: str | None, now: float) -> float:
+    """A first_seen value (epoch float, as RQ writes it); one RQ cannot parse is not counted as stuck
+    here (RQ's own cleanup reports it as an error for the queue)."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return now
+    return value if value == value else now
 
 
 def run_rq_steps(

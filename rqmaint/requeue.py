@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import zlib
 from collections import Counter
@@ -132,17 +133,14 @@ def rq_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _float_or(text: str | None, default: float) -> float:
-    """A first_seen value as RQ writes it (epoch float); garbage gives ``default`` (the script's
-    ``tonumber(seen) or now``: a garbled first_seen never makes a job look stuck)."""
-    try:
-        return float(text or "")
-    except ValueError:
-        return default
-
-
 def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    """ISO time, or None for what is not a representable time (garbage scores, infinities)."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def give_up_reasons(max_requeues: int, now: float) -> list[bytes]:
@@ -211,7 +209,10 @@ class Requeuer:
         self.now = time.time() if now is None else now
         self.report = QueueRequeue(queue, outcome="would-requeue" if opts.dry_run else "done")
         self._reasons = give_up_reasons(opts.max_requeues, self.now)
-        self._pending_check: list[str] = []
+        self._last_score = 0.0  # ledger score of the last call that requeued (re-checked by the next)
+        self._dry_moved: set[str] = set()  # dry run: jobs the script would have moved already
+        self._kept_started: set[str] = set()  # jobs whose started entries this run left in place
+        self._backlog = 0
 
     # -- budget ---------------------------------------------------------------------------------------
     def _room(self) -> int:
@@ -254,9 +255,19 @@ class Requeuer:
                 return
 
     # -- running --------------------------------------------------------------------------------------
-    def _script(
-        self, mode: str, members: list[bytes], expectations: list[str] | None = None
-    ) -> list[tuple[str, str, str]]:
+    #
+    # Lost races against RQ's lock-less cleanups: RQ's StartedJobRegistry.cleanup (run without the lock
+    # by ``rq info`` and ``registry.count``) reads expired entries, then EXECs seconds later (one fetch
+    # per job in between). If our script requeued a job in that window, the EXEC marks it failed (queued
+    # and failed at once) or retries it (queued twice). The script records every requeue in the ledger
+    # ``rqmaint:requeued:<queue>`` under the calling batch's score; each call first re-checks the
+    # previous call's entries, the run's last call is re-checked at its end, and every run starts by
+    # re-checking the ledger of the last RECONCILE_WINDOW seconds, so a late EXEC is repaired by the
+    # next run at the latest.
+
+    def _script(self, mode: str, tail: list[object]) -> tuple[list[tuple[str, str, str]], int]:
+        """One atomic call; returns its outcomes and how many members it looked at."""
+        score = max(time.time(), self._last_score + 1e-6)
         args: list[object] = [
             mode,
             self.queue,
@@ -267,19 +278,30 @@ class Requeuer:
             COUNTER_TTL,
             *self._reasons,
             INTERMEDIATE_GRACE,
+            repr(score),
+            repr(self._last_score) if self._last_score else "",
+            *tail,
         ]
-        if expectations is None:
-            args += members
-        else:
-            for member, expect in zip(members, expectations, strict=True):
-                args += [member, expect.encode("latin-1")]
         raw = scripts.run(self.client, "requeue_abandoned", [], args)
         flat = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
-        return [(str(flat[i]), str(flat[i + 1]), str(flat[i + 2])) for i in range(0, len(flat), 3)]
+        results = [(str(flat[i]), str(flat[i + 1]), str(flat[i + 2])) for i in range(0, len(flat), 3)]
+        scanned = int(results.pop()[2]) if results and results[-1][0] == "scanned" else 0
+        if any(outcome == "requeued" for outcome, _, _ in results):
+            self._last_score = score  # the next call re-checks this call's requeues
+        elif mode != "reconcile":
+            self._last_score = 0.0
+        return results, scanned
 
     def _apply(self, results: list[tuple[str, str, str]]) -> int:
         stayed = 0
         for outcome, job_id, detail in results:
+            if outcome == "reconciled":
+                self.report.reconciled += 1
+                continue
+            if outcome == "requeued" and not job_id:  # the call's total
+                self.report.requeued += int(detail)
+                self.report.counts["requeued"] += int(detail)
+                continue
             self.report.record(outcome, job_id, detail)
             if outcome in STAYS:
                 stayed += 1
@@ -297,22 +319,21 @@ class Requeuer:
                 if self.opts.include_failed:
                     self._run_failed()
             finally:
-                self._reconcile()
+                if self._last_score:  # the last call's requeues
+                    self._apply(self._script("reconcile", [])[0])
         self.report.duration = time.monotonic() - started
         return self.report
 
     def _run_started(self) -> None:
-        batches = self._started_batches()
-        try:
-            rows = next(batches)
-            while True:
-                self.checkpoint()
-                results = self._script("started", [m for m, _ in rows])
-                stayed = self._apply(results)
-                self._track(results)
-                rows = batches.send(stayed)
-        except StopIteration:
-            pass
+        offset = 0
+        backlog = int(self.client.llen(keys.queue(self.queue)))  # the queue as the run found it
+        while (room := self._room()) > 0:
+            self.checkpoint()
+            results, scanned = self._script("started", [offset, room, backlog])
+            offset += self._apply(results)  # entries that stay are skipped by the next call
+            self._kept_started.update(job_id for outcome, job_id, _ in results if outcome in STAYS)
+            if scanned < room:
+                return
 
     def _run_intermediate(self) -> None:
         ids = self._intermediate_ids()
@@ -321,10 +342,7 @@ class Requeuer:
             if room <= 0:
                 return
             self.checkpoint()
-            chunk = ids[i : i + min(room, self.opts.batch_size)]
-            results = self._script("intermediate", chunk)
-            self._apply(results)
-            self._track(results)
+            self._apply(self._script("intermediate", list(ids[i : i + min(room, self.opts.batch_size)]))[0])
 
     def _failed_candidates(self, ids: list[bytes]) -> list[tuple[bytes, str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -351,64 +369,40 @@ class Requeuer:
                 return
             self.checkpoint()
             candidates = self._failed_candidates(ids)[:room]
+            candidates = self._not_kept_started(candidates)
             if candidates:
-                results = self._script("failed", [m for m, _ in candidates], [e for _, e in candidates])
-                self._apply(results)
-                self._track(results)
+                tail: list[object] = []
+                for member, expect in candidates:
+                    tail += [member, expect.encode("latin-1")]
+                self._apply(self._script("failed", tail)[0])
 
-    # -- lost races against RQ's lock-less cleanups ---------------------------------------------------
-    #
-    # RQ's StartedJobRegistry.cleanup (run without the lock by ``rq info`` and ``registry.count``) reads
-    # expired entries, then EXECs seconds later (one fetch per job in between). If our script requeued
-    # a job in that window, the EXEC marks it failed (queued and failed at once) or retries it (queued
-    # twice). The script records every requeue in the ledger ``rqmaint:requeued:<queue>``; each batch
-    # is re-checked one batch later (the last one at the end of the run), and every run starts by
-    # re-checking the ledger of the last RECONCILE_WINDOW seconds, so a late EXEC is repaired by the
-    # next run at the latest.
-
-    def _track(self, results: list[tuple[str, str, str]]) -> None:
-        previous = self._pending_check
-        if previous:
-            self._reconcile_entries(previous)
-        # the script reports "<count>|<retries_left>" for a requeued job: its ledger entry is "<id>|<retries>"
-        self._pending_check = [
-            f"{job_id}|{detail.partition('|')[2]}"
-            for outcome, job_id, detail in results
-            if outcome == "requeued"
-        ]
-
-    def _reconcile(self) -> None:
-        """The end of the run: the last batch (earlier ones were checked one batch later)."""
-        pending, self._pending_check = self._pending_check, []
-        if pending:
-            self._reconcile_entries(pending)
+    def _not_kept_started(self, candidates: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+        """A failed job this run left in the started registry (e.g. status failed there too) is not
+        requeued from the failed registry: it would then be queued and started at once."""
+        keep = []
+        for member, expect in candidates:
+            if (decode(member) or "") in self._kept_started:
+                self.report.record("in_started", decode(member) or "", "")
+            else:
+                keep.append((member, expect))
+        return keep
 
     def reconcile_recent(self) -> None:
-        """The start of a run: forget entries past the window, then check the rest."""
-        self.client.zremrangebyscore(keys.requeued(self.queue), "-inf", self.now - RECONCILE_WINDOW)
-        self._reconcile_ledger()
-
-    def _reconcile_ledger(self) -> None:
+        """The start of a run: forget ledger entries past the window, then re-check the rest."""
         key = keys.requeued(self.queue)
+        self.client.zremrangebyscore(key, "-inf", self.now - RECONCILE_WINDOW)
         start = 0
         while True:
-            chunk = cast(list[bytes], self.client.zrange(key, start, start + RECONCILE_CHUNK * 5 - 1))
+            chunk = cast(list[bytes], self.client.zrange(key, start, start + RECONCILE_CHUNK - 1))
             if not chunk:
                 return
             start += len(chunk)
-            self._reconcile_entries([decode(m) or "" for m in chunk])
-
-    def _reconcile_entries(self, entries: list[str]) -> None:
-        """Check ledger entries inside the reconcile script (which repairs what a lost race broke)."""
-        for i in range(0, len(entries), RECONCILE_CHUNK):
-            flat = scripts.run(
-                self.client, "reconcile_requeued", [], [self.queue, *entries[i : i + RECONCILE_CHUNK]]
-            )
-            self.report.reconciled += len(flat) // 2
+            self._apply(self._script("reconcile", list(chunk))[0])
 
     # -- dry run --------------------------------------------------------------------------------------
     def _dry_run(self) -> None:
         """Classify candidates read-only (plain reads, no script), mirroring the script's checks."""
+        self._backlog = int(self.client.llen(keys.queue(self.queue)))
         batches = self._started_batches()
         try:
             rows = next(batches)
@@ -431,7 +425,7 @@ class Requeuer:
                 room = self._room()
                 if room <= 0:
                     break
-                cands = self._failed_candidates(ids_batch)[:room]
+                cands = self._not_kept_started(self._failed_candidates(ids_batch)[:room])
                 for ln in self._classify_failed([m for m, _ in cands]):
                     self._dry_add(ln)
 
@@ -461,6 +455,30 @@ class Requeuer:
             return "skip:unknown_origin"
         return None
 
+    def _already_queued(self, jid: str, origin: str, status: str | None) -> bool:
+        """The script's already_queued(): LPOS (bounded by the run's backlog for a started job)."""
+        qkey = keys.queue(origin)
+        if status == "queued" or origin != self.queue or self.opts.at_front:
+            return self.client.lpos(qkey, jid) is not None
+        if self._backlog <= 0:
+            return False
+        return self.client.lpos(qkey, jid, maxlen=self._backlog) is not None
+
+    def _other_entries_busy(self, jid: str, member: str) -> bool:
+        """The script's other_entries(): is another started entry of the job still current?"""
+        wip = keys.started(self.queue)
+        for exec_id in cast(list[bytes], self.client.zrange(keys.executions(jid), 0, -1)):
+            other = f"{jid}:{decode(exec_id)}"
+            if other != member:
+                score = self.client.zscore(wip, other)
+                if score is not None and float(score) > self.now:
+                    return True
+        if member != jid:
+            score = self.client.zscore(wip, jid)
+            if score is not None and float(score) > self.now:
+                return True
+        return False
+
     def _classify_started(self, rows: list[tuple[bytes, float]]) -> list[JobLine]:
         members = [decode(m) or "" for m, _ in rows]
         ids = [m.split(":", 1)[0] for m in members]
@@ -470,10 +488,7 @@ class Requeuer:
             exec_id = m.split(":", 1)[1] if ":" in m else ""
             pipe.hget(keys.execution(jid, exec_id), "worker_name") if exec_id else pipe.echo("")
         exec_workers = pipe.execute()
-        workers = []
-        for n in range(len(ids)):
-            w = decode(exec_workers[n]) or decode(fields[n][2]) or ""
-            workers.append(w)
+        workers = [decode(exec_workers[n]) or decode(fields[n][2]) or "" for n in range(len(ids))]
         wpipe = self.client.pipeline(transaction=False)
         for w in workers:
             wk = keys.worker(w) if w else "rqmaint:nonexistent"
@@ -482,33 +497,49 @@ class Requeuer:
             wpipe.exists(wk + ":executions")
         wr = wpipe.execute()
         out = []
-        for n, ((member, score), jid) in enumerate(zip(rows, ids, strict=True)):
-            status, origin, _wn, desc, exists, counter = fields[n]
+        for n, ((_member, score), jid) in enumerate(zip(rows, ids, strict=True)):
+            member = members[n]
+            status, origin_raw, _wn, desc, exists, counter = fields[n]
             w = workers[n]
             w_exists, (death, current, state), execs_exist = wr[3 * n], wr[3 * n + 1], wr[3 * n + 2]
             count = int(counter or 0)
             st = decode(status)
-            if not jid or not all(c.isalnum() or c in "_-." for c in jid):
+            origin = decode(origin_raw)
+            if jid in self._dry_moved:
+                action = "skip:already_queued"  # the script requeued it for an earlier entry
+            elif not _valid_id(jid):
                 action = "skip:malformed"
-            elif not exists:
+            elif status is None and not exists:
                 action = "skip:missing_job"
             elif st not in ("started", "queued"):
                 action = "skip:status"
             else:
-                action = self._origin_problem(decode(origin)) or ""
+                action = self._origin_problem(origin) or ""
                 if not action:
+                    assert origin is not None
                     live = False
-                    if w and w_exists and not death:
+                    if w and w_exists and death is None:
                         if current is not None:
                             live = decode(current) == jid
                         elif state == b"busy":
                             live = (not execs_exist) or bool(
-                                self.client.sismember(keys.worker(w) + ":executions", decode(member) or "")
+                                self.client.sismember(keys.worker(w) + ":executions", member)
                             )
-                    action = "skip:live_worker" if live else self._decide(count)
+                    if live:
+                        action = "skip:live_worker"
+                    elif self._other_entries_busy(jid, member):
+                        action = "skip:in_started"
+                    elif self._already_queued(jid, origin, st):
+                        action = "skip:already_queued"
+                    else:
+                        action = self._decide(count)
             out.append(
                 JobLine(jid, self.queue, "started", action, decode(desc), _iso(score), w or None, count)
             )
+            if action.startswith("skip:") and action != "skip:already_queued":
+                self._kept_started.add(jid)
+            if action in ("requeue", "give_up", "skip:already_queued"):
+                self._dry_moved.add(jid)
         return out
 
     def _classify_intermediate(self, raw_ids: list[bytes]) -> list[JobLine]:
@@ -528,14 +559,20 @@ class Requeuer:
         wip_scores = iter(wip_check.execute())
         out = []
         for n, jid in enumerate(ids):
-            status, origin, w, desc, exists, counter = fields[n]
+            status, origin_raw, w, desc, exists, counter = fields[n]
             seen, plain_score = replies[3 * n], replies[3 * n + 1]
             in_started = plain_score is not None
             for _ in execs_per_job[n]:
                 in_started = (next(wip_scores) is not None) or in_started
             count = int(counter or 0)
-            seen_at = _float_or(decode(seen), self.now) if seen else None
-            if in_started:
+            seen_at = lua_number(decode(seen), self.now) if seen else None
+            origin = decode(origin_raw)
+            st = decode(status)
+            if jid in self._dry_moved:
+                action = "gone"  # the script took it off the intermediate list already
+            elif not _valid_id(jid):
+                action = "skip:malformed"
+            elif in_started:
                 action = "skip:in_started"
             elif seen_at is None:
                 action = "skip:first_seen"
@@ -543,15 +580,23 @@ class Requeuer:
                 action = "skip:not_due"
             elif not exists:
                 action = "skip:missing_job"
-            elif decode(status) not in ("started", "queued"):
+            elif st not in ("started", "queued"):
                 action = "skip:status"
             else:
-                action = self._origin_problem(decode(origin)) or self._decide(count)
+                action = self._origin_problem(origin) or ""
+                if not action:
+                    assert origin is not None
+                    if self.client.lpos(keys.queue(origin), jid) is not None:
+                        action = "skip:already_queued"
+                    else:
+                        action = self._decide(count)
             out.append(
                 JobLine(
                     jid, self.queue, "intermediate", action, decode(desc), _iso(seen_at), decode(w), count
                 )
             )
+            if action in ("requeue", "give_up", "skip:already_queued"):
+                self._dry_moved.add(jid)
         return out
 
     def _classify_failed(self, raw_ids: list[bytes]) -> list[JobLine]:
@@ -559,11 +604,53 @@ class Requeuer:
         fields = self._job_fields(ids)
         out = []
         for n, jid in enumerate(ids):
-            _status, origin, w, desc, _exists, counter = fields[n]
+            _status, origin_raw, w, desc, _exists, counter = fields[n]
             count = int(counter or 0)
-            action = self._origin_problem(decode(origin)) or self._decide(count)
+            origin = decode(origin_raw)
+            if jid in self._dry_moved:
+                action = "gone"
+            elif not _valid_id(jid):
+                action = "skip:malformed"
+            else:
+                action = self._origin_problem(origin) or ""
+                if not action:
+                    assert origin is not None
+                    if self._other_entries_busy(jid, ""):
+                        action = "skip:in_started"
+                    elif self.client.lpos(keys.queue(origin), jid) is not None:
+                        action = "skip:already_queued"
+                    else:
+                        action = self._decide(count)
             out.append(JobLine(jid, self.queue, "failed", action, decode(desc), None, decode(w), count))
+            if action in ("requeue", "give_up"):
+                self._dry_moved.add(jid)
         return out
+
+
+_ID = re.compile(r"[A-Za-z0-9_.-]+")  # the script's '^[%w_%-%.]+$' (Lua's %w is ASCII-only)
+_LUA_DECIMAL = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_LUA_HEX = re.compile(r"\s*[-+]?0[xX][0-9a-fA-F]+\s*")
+_LUA_SPECIAL = re.compile(r"\s*[-+]?(inf|infinity|nan)\s*", re.IGNORECASE)
+
+
+def _valid_id(job_id: str) -> bool:
+    return _ID.fullmatch(job_id) is not None
+
+
+def lua_number(text: str | None, default: float) -> float:
+    """The script's num_or(): Lua's tonumber (C strtod: decimal, hex, inf, nan), then anything not
+    finite or beyond 1e12 in size gives ``default``."""
+    if text is None:
+        return default
+    if _LUA_DECIMAL.fullmatch(text) or _LUA_SPECIAL.fullmatch(text):
+        value = float(text)
+    elif _LUA_HEX.fullmatch(text):
+        value = float(int(text.strip(), 16))
+    else:
+        return default
+    if value != value or not -1e12 < value < 1e12:
+        return default
+    return value
 
 
 def requeue_queue(

@@ -16,23 +16,41 @@
 -- ARGV[10] give-up reason for more than max+1 abandonments (max was lowered): base64(zlib(text))
 -- ARGV[11] the same, zlib(text)
 -- ARGV[12] seconds an intermediate-queue job must have been seen before it counts as stuck (60)
--- ARGV[13..] started/intermediate: the members. failed: pairs of member, expectation: the failure
---          record the caller recognised as AbandonedJobError, "s" .. newest results-stream entry id,
---          or "h" .. the raw exc_info value. The job is only touched if that record is unchanged.
+-- ARGV[13] this call's ledger score: every requeue is recorded in rqmaint:requeued:<origin> with it
+-- ARGV[14] a previous call's ledger score, or "": the ledger entries of that score are reconciled
+--          first (see "Lost races" below)
+-- ARGV[15..] started: offset, limit, backlog — the script itself takes the due members of
+--          rq:wip:<queue> (ZRANGEBYSCORE -inf now LIMIT offset limit); backlog is the length the queue
+--          list had when the run began: a job still marked started is only looked for there (LPOS
+--          MAXLEN backlog), since whatever this run pushed cannot hold it. intermediate: the ids. failed: pairs of id,
+--          expectation: the failure record the caller recognised as AbandonedJobError, "s" ..
+--          newest results-stream entry id, or "h" .. the raw exc_info value (the job is only touched
+--          if that record is unchanged). reconcile: ledger entries "<id>|<retries_left>" to check.
+--
+-- Lost races. RQ's StartedJobRegistry.cleanup, run without the lock by `rq info` and
+-- registry.count, reads the expired entries first and EXECs its transaction later; if our requeue
+-- ran in between, its EXEC marks the requeued job failed (queued AND in the failed registry) or
+-- retries it (pushing the id a second time, or scheduling it). Each ledger entry is re-checked:
+-- queued and failed -> the failure record of the lost race is removed ("unfailed"); failed while a
+-- worker already runs it, or started/finished/queued yet in the failed registry -> the stale entry is
+-- removed ("stale_failed"); scheduled and queued -> "unscheduled"; retries_left changed and queued
+-- twice -> the extra push is removed ("dedup").
 --
 -- Touches  rq:wip:<q>, rq:job:<id>, rq:job:<id>:dependents, rq:job::<id>:dependencies,
 --          rq:queue:<origin>, rq:queues, rq:queue:<origin>:intermediate(+:first_seen:<id>),
 --          rq:execution:<id>:<exec>, rq:executions:<id>, rq:worker:<w> (HDEL current_job only, never
 --          creating it), rq:worker:<w>:executions (SREM), rq:failed:<origin>, rq:results:<id>,
---          rqmaint:abandons:<id>, rqmaint:requeued:<origin> (ZADD "<id>|<retries_left>" at now:
---          the ledger reconcile_requeued.lua checks for lost races against RQ's lock-less cleanups).
+--          rqmaint:abandons:<id>, rqmaint:requeued:<origin> (ZADD "<id>|<retries_left>" at ARGV[13]),
+--          rq:scheduled:<q> (ZREM, when reconciling).
 -- Returns  one JSON string (cjson): a flat array of triples: outcome, job id (or member), detail
---          (requeued: "<abandonment count>|<retries_left>", the ledger entry's suffix; given_up: the
---          count). One bulk string parses far faster client-side than thousands of replies.
+--          (given_up: the abandonment count; reconciled: the repair). Two totals close it:
+--          requeued ("" and how many; their ids are in the ledger) and scanned ("" and how many
+--          members the call looked at). One bulk string parses far faster client-side than thousands
+--          of replies.
 --          Outcomes: requeued, given_up, already_queued, first_seen (intermediate job seen for the
 --          first time; marked), gone (no longer in the registry or changed: someone else handled it),
 --          not_due, live_worker, in_started, missing_job, no_origin, unknown_origin, malformed,
---          status (detail = the job's status, which is not one we requeue).
+--          status (detail = the job's status, which is not one we requeue), reconciled.
 
 local mode = ARGV[1]
 local qname = ARGV[2]
@@ -48,6 +66,15 @@ local QUEUES = 'rq:queues'
 local DEFAULT_FAILURE_TTL = 31536000
 local wip = 'rq:wip:' .. qname
 local out = {}
+local requeued_n = 0
+local inter_len = {}  -- origin -> LLEN of its intermediate list, read once per call
+
+local function intermediate_nonempty(origin)
+    if inter_len[origin] == nil then
+        inter_len[origin] = redis.call('LLEN', 'rq:queue:' .. origin .. ':intermediate')
+    end
+    return inter_len[origin] > 0
+end
 
 local function emit(outcome, id, detail)
     out[#out + 1] = outcome
@@ -67,10 +94,16 @@ local function valid_id(id)
     return id ~= '' and string.find(id, '^[%w_%-%.]+$') ~= nil
 end
 
-local function int_or(value, default)
+-- A plain number field (ttl, failure_ttl, first_seen): garbage, NaN, infinities and absurd values
+-- give the default, so no later command (EXPIRE) can fail half-way through a job.
+local function num_or(value, default)
     local n = tonumber(value)
-    if n == nil then return default end
-    return math.floor(n)
+    if n == nil or n ~= n or n >= 1e12 or n <= -1e12 then return default end
+    return n
+end
+
+local function int_or(value, default)
+    return math.floor(num_or(value, default))
 end
 
 -- Plain fields of a job hash read by this script, in one HMGET (F_* index it).
@@ -107,16 +140,36 @@ local function live_worker(id, member, wname)
     return redis.call('SISMEMBER', execs, member) == 1, current
 end
 
--- Remove every trace of an execution: wip entries, execution keys, worker references (without ever
--- writing to a worker hash that may have expired), the intermediate list and its first_seen key.
--- ``current`` is the worker's current_job as live_worker read it (false: no worker hash).
-local function clear_execution(id, exec, wname, origin, current)
+-- The job's other started entries, through its executions: true if one is still current (its
+-- deadline ahead: that execution may be running), else the overdue ones to remove with it.
+local function other_entries(id, member)
+    local overdue = {}
+    for _, exec in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
+        local other = id .. ':' .. exec
+        if other ~= member then
+            local score = redis.call('ZSCORE', wip, other)
+            if score then
+                if tonumber(score) > now then return true, overdue end
+                overdue[#overdue + 1] = exec
+            end
+        end
+    end
+    if member ~= id then
+        local score = redis.call('ZSCORE', wip, id)  -- RQ 1.16's plain member (or a stray one)
+        if score and tonumber(score) > now then return true, overdue end
+    end
+    return false, overdue
+end
+
+-- Remove every trace of an execution: its started entry (``member``, whatever its form), execution
+-- keys, worker references (without ever writing to a worker hash that may have expired), the
+-- intermediate list and its first_seen key. ``current`` is the worker's current_job as live_worker
+-- read it (false: no worker hash).
+local function clear_execution(id, member, exec, wname, origin, current)
+    if member then redis.call('ZREM', wip, member) end
     if exec ~= '' then
-        redis.call('ZREM', wip, id .. ':' .. exec)
         redis.call('DEL', 'rq:execution:' .. id .. ':' .. exec)
         redis.call('ZREM', 'rq:executions:' .. id, exec)
-    else
-        redis.call('ZREM', wip, id)
     end
     if wname and wname ~= '' then
         local wkey = 'rq:worker:' .. wname
@@ -126,7 +179,7 @@ local function clear_execution(id, exec, wname, origin, current)
         end
     end
     local inter = 'rq:queue:' .. origin .. ':intermediate'
-    redis.call('LREM', inter, 0, id)
+    if intermediate_nonempty(origin) then redis.call('LREM', inter, 0, id) end
     redis.call('DEL', inter .. ':first_seen:' .. id)
 end
 
@@ -138,24 +191,30 @@ end
 -- the key persisted or given the job's own ttl, the queue registered, the id pushed once.
 local registered = {}  -- origins already SADDed to rq:queues by this call
 
+
 local function requeue(id, jkey, origin, f)
     redis.call('HSET', jkey, 'status', 'queued', 'enqueued_at', enqueued_at, 'started_at', '',
         'ended_at', '', 'worker_name', '', 'last_heartbeat', '')
     redis.call('HDEL', jkey, 'exc_info')
     local deps1, deps2 = dependency_keys(id)
+    local has_deps = redis.call('EXISTS', deps1, deps2) > 0  -- usually neither exists
     local ttl = int_or(f[F_TTL], -1)
     if ttl > 0 then
         redis.call('EXPIRE', jkey, ttl)
-        redis.call('EXPIRE', deps1, ttl)
-        redis.call('EXPIRE', deps2, ttl)
+        if has_deps then
+            redis.call('EXPIRE', deps1, ttl)
+            redis.call('EXPIRE', deps2, ttl)
+        end
     else
         redis.call('PERSIST', jkey)
-        redis.call('PERSIST', deps1)
-        redis.call('PERSIST', deps2)
+        if has_deps then
+            redis.call('PERSIST', deps1)
+            redis.call('PERSIST', deps2)
+        end
     end
     local qkey = 'rq:queue:' .. origin
     local retries = f[F_RETRIES] or ''
-    redis.call('ZADD', 'rqmaint:requeued:' .. origin, ARGV[3], id .. '|' .. retries)
+    redis.call('ZADD', 'rqmaint:requeued:' .. qname, ARGV[13], id .. '|' .. retries)
     if not registered[origin] then
         redis.call('SADD', QUEUES, qkey)
         registered[origin] = true
@@ -200,7 +259,8 @@ local function settle(id, jkey, origin, f)
         give_up(id, jkey, origin, count, f)
         emit('given_up', id, count)
     else
-        emit('requeued', id, tostring(count) .. '|' .. requeue(id, jkey, origin, f))
+        requeue(id, jkey, origin, f)
+        requeued_n = requeued_n + 1  -- reported as one total: the ledger holds the ids
     end
 end
 
@@ -208,11 +268,113 @@ local function requeueable_status(status)
     return status == 'started' or status == 'queued'
 end
 
+-- Lost races (see the header): re-check one ledger entry and repair what a late RQ EXEC broke.
+local function restore_ttl(id, jkey)
+    local ttl = int_or(redis.call('HGET', jkey, 'ttl'), -1)
+    if ttl > 0 then
+        redis.call('EXPIRE', jkey, ttl)
+    else
+        redis.call('PERSIST', jkey)
+        redis.call('PERSIST', 'rq:job:' .. id .. ':dependents')
+        redis.call('PERSIST', 'rq:job::' .. id .. ':dependencies')
+    end
+end
+
+local function running(id, origin)
+    local owip = 'rq:wip:' .. origin
+    if redis.call('ZSCORE', owip, id) then return true end
+    for _, exec in ipairs(redis.call('ZRANGE', 'rq:executions:' .. id, 0, -1)) do
+        if redis.call('ZSCORE', owip, id .. ':' .. exec) then return true end
+    end
+    return false
+end
+
+local function reconcile(entry)
+    local bar = string.find(entry, '|', 1, true)
+    local id = entry
+    local retries_then = ''
+    if bar then
+        id = string.sub(entry, 1, bar - 1)
+        retries_then = string.sub(entry, bar + 1)
+    end
+    local jkey = 'rq:job:' .. id
+    local actions = {}
+    local f = redis.call('HMGET', jkey, 'status', 'retries_left', 'origin')
+    local status, retries_now = f[1], f[2] or ''
+    local origin = f[3]
+    if not origin or origin == '' then origin = qname end
+    local own_queue = 'rq:queue:' .. origin
+    local fkey, skey = 'rq:failed:' .. origin, 'rq:scheduled:' .. origin
+    local queued_times = nil
+    local function in_queue()
+        if queued_times == nil then queued_times = #redis.call('LPOS', own_queue, id, 'COUNT', 0) end
+        return queued_times
+    end
+    if redis.call('ZSCORE', fkey, id) then
+        if status == 'failed' then
+            if in_queue() >= 1 then
+                -- queued and failed at once: the failure is a lost race's; the queue entry wins
+                redis.call('ZREM', fkey, id)
+                redis.call('HSET', jkey, 'status', 'queued', 'started_at', '', 'ended_at', '')
+                restore_ttl(id, jkey)
+                actions[#actions + 1] = 'unfailed'
+            elseif running(id, origin) then
+                redis.call('ZREM', fkey, id)  -- a worker runs it: its outcome will be recorded
+                actions[#actions + 1] = 'stale_failed'
+            end
+            -- else: not queued, not running: a genuine later failure; left as RQ recorded it
+        elseif status == 'started' or status == 'finished' or status == 'queued' then
+            redis.call('ZREM', fkey, id)  -- a worker took it after the lost race: stale entry
+            actions[#actions + 1] = 'stale_failed'
+        end
+    end
+    if status == 'scheduled' and redis.call('ZSCORE', skey, id) and in_queue() >= 1 then
+        redis.call('ZREM', skey, id)
+        redis.call('HSET', jkey, 'status', 'queued')
+        actions[#actions + 1] = 'unscheduled'
+    end
+    if retries_now ~= retries_then and in_queue() > 1 then
+        redis.call('LREM', own_queue, -(queued_times - 1), id)
+        actions[#actions + 1] = 'dedup'
+    end
+    if #actions > 0 then emit('reconciled', id, table.concat(actions, '+')) end
+end
+
+local ledger = 'rqmaint:requeued:' .. qname
+if ARGV[14] ~= '' then
+    for _, entry in ipairs(redis.call('ZRANGEBYSCORE', ledger, ARGV[14], ARGV[14])) do reconcile(entry) end
+end
+
+local members = {}
 local step = 1
-if mode == 'failed' then step = 2 end
-for i = 13, #ARGV, step do
-    local member = ARGV[i]
-    local expect = ARGV[i + 1] or ''
+local backlog = 0
+
+-- Is the id already on the queue list? A queued job: anywhere. A job still marked started: only in
+-- the part that existed before this run (its pushes cannot hold it), and not at all for an empty one.
+local function already_queued(id, origin, status)
+    local qkey = 'rq:queue:' .. origin
+    if status == 'queued' or origin ~= qname or at_front then
+        return redis.call('LPOS', qkey, id) ~= false
+    end
+    if backlog <= 0 then return false end
+    return redis.call('LPOS', qkey, id, 'MAXLEN', backlog) ~= false
+end
+if mode == 'started' then
+    members = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', tonumber(ARGV[15]), tonumber(ARGV[16]))
+    backlog = tonumber(ARGV[17]) or 0
+elseif mode == 'failed' then
+    step = 2
+    for i = 15, #ARGV do members[#members + 1] = ARGV[i] end
+elseif mode == 'intermediate' or mode == 'reconcile' then
+    for i = 15, #ARGV do members[#members + 1] = ARGV[i] end
+else
+    return redis.error_reply('unknown mode ' .. tostring(mode))
+end
+local scanned = 0
+for i = 1, #members, step do
+    scanned = scanned + 1
+    local member = members[i]
+    local expect = members[i + 1] or ''
     if mode == 'started' then
         local score = redis.call('ZSCORE', wip, member)
         local id, exec = split(member)
@@ -241,13 +403,20 @@ for i = 13, #ARGV, step do
                     emit(why, id)
                 elseif live then
                     emit('live_worker', id, wname)
-                elseif status == 'queued' and redis.call('LPOS', 'rq:queue:' .. origin, id) then
-                    -- already back on its queue (someone requeued it and left the entry): never twice
-                    clear_execution(id, exec, wname, origin, current)
-                    emit('already_queued', id)
                 else
-                    clear_execution(id, exec, wname, origin, current)
-                    settle(id, jkey, origin, f)
+                    local busy, overdue = other_entries(id, member)
+                    if busy then
+                        emit('in_started', id)  -- another execution of it may still be running
+                    else
+                        for _, other in ipairs(overdue) do clear_execution(id, id .. ':' .. other, other, false, origin, false) end
+                        clear_execution(id, member, exec, wname, origin, current)
+                        if already_queued(id, origin, status) then
+                            -- already back on its queue (someone requeued it and left the entry): never twice
+                            emit('already_queued', id)
+                        else
+                            settle(id, jkey, origin, f)
+                        end
+                    end
                 end
             end
         end
@@ -273,7 +442,7 @@ for i = 13, #ARGV, step do
             elseif not seen then
                 redis.call('SET', seen_key, tostring(now), 'NX', 'EX', 86400)  -- as RQ's IntermediateQueue
                 emit('first_seen', id)
-            elseif now - (tonumber(seen) or now) <= stuck_after then
+            elseif now - num_or(seen, now) <= stuck_after then
                 emit('not_due', id)
             elseif redis.call('EXISTS', jkey) == 0 then
                 emit('missing_job', id)
@@ -290,7 +459,7 @@ for i = 13, #ARGV, step do
                     redis.call('DEL', seen_key)
                     emit('already_queued', id)
                 else
-                    clear_execution(id, '', false, origin, false)
+                    clear_execution(id, false, '', false, origin, false)
                     redis.call('LREM', inter, 0, id)
                     redis.call('DEL', seen_key)
                     settle(id, jkey, origin, f)
@@ -321,19 +490,27 @@ for i = 13, #ARGV, step do
             end
             local f = job_fields(jkey)
             local origin, why = origin_of(f[F_ORIGIN])
+            local busy, overdue = false, {}
+            if unchanged and origin then busy, overdue = other_entries(id, '') end
             if not unchanged then
                 emit('gone', id)
             elseif not origin then
                 emit(why, id)
+            elseif busy then
+                emit('in_started', id)  -- an execution of it may be running: not a failed job any more
+            elseif redis.call('LPOS', 'rq:queue:' .. origin, id) then
+                emit('already_queued', id)  -- queued and failed at once: left for reconciliation
             else
                 redis.call('ZREM', fkey, id)
-                clear_execution(id, '', false, origin, false)
+                for _, other in ipairs(overdue) do clear_execution(id, id .. ':' .. other, other, false, origin, false) end
+                clear_execution(id, id, '', false, origin, false)
                 settle(id, jkey, origin, f)
             end
         end
-    else
-        return redis.error_reply('unknown mode ' .. tostring(mode))
+    elseif mode == 'reconcile' then
+        reconcile(member)
     end
 end
-
+if requeued_n > 0 then emit('requeued', '', requeued_n) end
+emit('scanned', '', scanned)
 return cjson.encode(out)

@@ -71,8 +71,11 @@ def test_connections_killed_mid_run_are_retried(server, client, abandon, redis_u
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert_each_once(client, "default", ids, ["queue", "started"])
-    report = _report(out)  # a batch re-sent after its first send was applied reports its jobs as raced
-    assert report["requeued"] + report["raced"] == len(ids)
+    # a batch re-sent after its first send was applied (only the reply was lost) finds those jobs gone:
+    # they are requeued, but this run cannot count them
+    report = _report(out)
+    assert report["requeued"] + report["raced"] <= len(ids)
+    assert report["requeued"] >= len(ids) - 500 * killer.kills
     # And a final run (no faults) leaves every job queued exactly once
     final = _run(redis_url, "requeue-abandoned", "--json")
     assert final.returncode == 0, final.stderr
