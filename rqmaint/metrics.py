@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rqmaint.errors import RqmaintError, UsageError
+from rqmaint.status import COUNTS
 from rqmaint.watch import Cycle
 
-REGISTRIES = (
-    "queued",
-    "started",
-    "abandoned",
-    "failed",
-    "finished",
-    "deferred",
-    "scheduled",
-    "canceled",
-    "intermediate",
-)
+REGISTRIES = tuple(c for c in COUNTS if c != "workers")  # rqmaint_registry_jobs{registry=...}
 
 
 class Metrics:

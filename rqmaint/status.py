@@ -15,6 +15,20 @@ import redis
 from rqmaint import keys, lock
 from rqmaint.lock import LockInfo, decode
 
+#: The per-queue counts, in the order tables, the dashboard and the metrics show them.
+COUNTS = (
+    "queued",
+    "started",
+    "abandoned",
+    "failed",
+    "finished",
+    "deferred",
+    "scheduled",
+    "canceled",
+    "intermediate",
+    "workers",
+)
+
 
 @dataclass(frozen=True)
 class QueueStatus:
@@ -31,19 +45,13 @@ class QueueStatus:
     workers: int  # registered for the queue, hash present (with birth), no death mark
     lock: LockInfo
 
+    def counts(self) -> list[int]:
+        return [getattr(self, c) for c in COUNTS]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
-            "queued": self.queued,
-            "started": self.started,
-            "abandoned": self.abandoned,
-            "failed": self.failed,
-            "finished": self.finished,
-            "deferred": self.deferred,
-            "scheduled": self.scheduled,
-            "canceled": self.canceled,
-            "intermediate": self.intermediate,
-            "workers": self.workers,
+            **dict(zip(COUNTS, self.counts(), strict=True)),
             "lock": self.lock.as_dict(),
         }
 

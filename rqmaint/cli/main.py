@@ -141,40 +141,10 @@ def status_cmd(
         if json_out:
             o.emit_json({"queues": [r.as_dict() for r in rows]})
             return
-        cols = [
-            "queue",
-            "queued",
-            "started",
-            "abandoned",
-            "failed",
-            "finished",
-            "deferred",
-            "scheduled",
-            "canceled",
-            "intermediate",
-            "workers",
-            "lock",
-        ]
         o.table(
             "RQ registries" if o.terminal else None,
-            cols,
-            [
-                [
-                    r.name,
-                    r.queued,
-                    r.started,
-                    r.abandoned,
-                    r.failed,
-                    r.finished,
-                    r.deferred,
-                    r.scheduled,
-                    r.canceled,
-                    r.intermediate,
-                    r.workers,
-                    _lock_text(r.lock),
-                ]
-                for r in rows
-            ],
+            ["queue", *status.COUNTS, "lock"],
+            [[r.name, *r.counts(), _lock_text(r.lock)] for r in rows],
         )
         if not rows:
             o.info("no queues: rq:queues is empty")
@@ -335,13 +305,7 @@ def clean_cmd(
             if not json_out:
                 o.info(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
             results.append(clean.clean_queue(client, name, opts))
-        code = ExitCode.OK
-        if any(r.requeue is not None and (r.requeue.given_up or r.requeue.problem_count) for r in results):
-            code = ExitCode.ATTENTION
-        if any(r.outcome in ("skipped-locked", "lease-lost") for r in results):
-            code = ExitCode.LOCK_HELD
-        if any(r.outcome == "error" for r in results):
-            code = ExitCode.ERROR
+        code = _exit_code([r.outcome for r in results], [r.requeue for r in results if r.requeue is not None])
         if json_out:
             o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in results]})
         else:
@@ -431,13 +395,21 @@ def requeue_abandoned_cmd(
                 o.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
             reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl))
         _render_requeue(o, dry_run, reports)
-        code = ExitCode.OK
-        if any(r.given_up or r.problem_count for r in reports):
-            code = ExitCode.ATTENTION
-        if any(r.outcome in ("skipped-locked", "lease-lost") for r in reports):
-            code = ExitCode.LOCK_HELD
+        code = _exit_code([r.outcome for r in reports], reports)
         if code != ExitCode.OK:
             raise typer.Exit(int(code))
+
+
+def _exit_code(outcomes: list[str], reports: list[requeue.QueueRequeue]) -> ExitCode:
+    """The run's exit code, most serious first: an RQ error on a queue, a lock held by another holder,
+    then items that need attention (jobs given up, bad data skipped)."""
+    if "error" in outcomes:
+        return ExitCode.ERROR
+    if "skipped-locked" in outcomes or "lease-lost" in outcomes:
+        return ExitCode.LOCK_HELD
+    if any(r.given_up or r.problem_count for r in reports):
+        return ExitCode.ATTENTION
+    return ExitCode.OK
 
 
 def _render_requeue(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]) -> None:

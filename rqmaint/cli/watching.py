@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rqmaint import watch
+from rqmaint import status, watch
 from rqmaint.cli.output import Output
 from rqmaint.connection import connect, resolve_url
 from rqmaint.errors import ConnectionFailed
@@ -47,41 +47,10 @@ def _dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -> Gro
     from rqmaint.cli.main import _lock_text
 
     table = Table(title=f"rqmaint watch: {target}", title_justify="left")
-    for col in (
-        "queue",
-        "queued",
-        "started",
-        "abandoned",
-        "failed",
-        "finished",
-        "deferred",
-        "scheduled",
-        "canceled",
-        "intermediate",
-        "workers",
-        "lock",
-    ):
+    for col in ("queue", *status.COUNTS, "lock"):
         table.add_column(col, justify="left" if col in ("queue", "lock") else "right")
     for q in cycle.queues:
-        table.add_row(
-            q.name,
-            *(
-                str(getattr(q, c))
-                for c in (
-                    "queued",
-                    "started",
-                    "abandoned",
-                    "failed",
-                    "finished",
-                    "deferred",
-                    "scheduled",
-                    "canceled",
-                    "intermediate",
-                    "workers",
-                )
-            ),
-            _lock_text(q.lock),
-        )
+        table.add_row(q.name, *(str(n) for n in q.counts()), _lock_text(q.lock))
     mode = (
         "view only"
         if not (opts.clean or opts.requeue_abandoned)
@@ -89,11 +58,11 @@ def _dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -> Gro
             x for x, on in (("clean", opts.clean), ("requeue-abandoned", opts.requeue_abandoned)) if on
         )
     )
-    status = Text(_summary(cycle), style="green" if cycle.ok else "bold red")
+    summary = Text(_summary(cycle), style="green" if cycle.ok else "bold red")
     footer = Text(
         f"{mode}; every {opts.interval:g}s; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
-    return Group(table, status, footer)
+    return Group(table, summary, footer)
 
 
 def _report(o: Output, cycle: watch.Cycle, live: Live | None, opts: watch.WatchOptions) -> None:
