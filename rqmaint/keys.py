@@ -8,7 +8,6 @@ from __future__ import annotations
 
 QUEUES = "rq:queues"  # set of "rq:queue:<name>"
 QUEUE_PREFIX = "rq:queue:"
-WORKERS = "rq:workers"  # set of worker keys
 WORKER_PREFIX = "rq:worker:"
 
 # rqmaint's own keys
@@ -66,10 +65,6 @@ def clean_lock(name: str) -> str:
 
 def job(job_id: str) -> str:
     return f"rq:job:{job_id}"
-
-
-def job_prefix() -> str:
-    return "rq:job:"
 
 
 def worker(name: str) -> str:

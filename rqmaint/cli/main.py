@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import redis
 import typer
 
 from rqmaint import __version__, clean, lock, queues, requeue, status, watch
@@ -108,7 +109,7 @@ def root(
     """Maintenance toolkit for RQ (Redis Queue)."""
 
 
-def _open(o: Output, url: str | None, timeout: float):  # type: ignore[no-untyped-def]
+def _open(o: Output, url: str | None, timeout: float) -> redis.Redis:
     o.target = resolve_url(url)
     return connect(o.target, timeout)
 
