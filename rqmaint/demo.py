@@ -147,13 +147,19 @@ def stage_incident(url: str, workdir: Path) -> list[str]:
     client = redis.Redis.from_url(url)
     queue = Queue(QUEUE, connection=client)
     ids = [
-        queue.enqueue(
-            "rqmaint.demo_jobs.render_report", str(workdir / f"report-{i}"), description=f"render report {i}"
-        ).id
+        queue.enqueue("rqmaint.demo_jobs.render_report", str(i), description=f"render report {i}").id
         for i in range(JOBS)
     ]
     workers = [_worker(url, workdir) for _ in range(JOBS)]
-    _wait(lambda: client.zcard(f"rq:wip:{QUEUE}") == JOBS, 60, "the workers to start the jobs")
+
+    def all_running() -> bool:
+        """Every job started and inside its function (its first-run key set), not merely dequeued."""
+        return all(
+            client.hget(f"rq:job:{j}", "status") == b"started" and client.exists(f"demo:first-run:{j}")
+            for j in ids
+        )
+
+    _wait(all_running, 60, "the workers to start the jobs")
     for w in workers:
         _kill_pod(w)
     # RQ sees a started job as abandoned once its deadline (last heartbeat + ~90 s) has passed, and
@@ -213,13 +219,17 @@ def run(emit: Callable[[str], None], json_mode: bool) -> DemoReport:
             emit(f"$ rq worker --burst {QUEUE}")
             worker = _worker(url, workdir, burst=True)
             try:
-                worker.wait(timeout=120)
+                worker.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 _kill_pod(worker)
             client = redis.Redis.from_url(url)
             statuses = [client.hget(f"rq:job:{j}", "status") for j in ids]
             report.finished = sum(1 for s in statuses if s == b"finished")
             emit(f"{report.finished} of {JOBS} jobs finished")
+            if report.finished != JOBS:  # show why: the workers' own logs
+                for log in sorted(workdir.glob("worker-*.log")):
+                    emit(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+                emit(f"statuses: {statuses}; queue: {client.lrange(f'rq:queue:{QUEUE}', 0, -1)}")
             if not json_mode:
                 done = subprocess.run(
                     [sys.executable, "-m", "rqmaint", "status", "--url", url],

@@ -86,8 +86,9 @@ class Output:
             sys.stdout.flush()
 
     def info(self, text: str) -> None:
-        """Progress and logs: stderr."""
-        self.err.print(text)
+        """Progress and logs: stderr, printed as is."""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
     def scrubbed(self, text: str) -> str:
         return scrub(text, self.target) if self.target is not None else text
