@@ -31,11 +31,10 @@ COUNTER_TTL = 7 * 24 * 3600  # how long a job's abandonment counter is kept afte
 INTERMEDIATE_GRACE = 60  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 ABANDONED_MARK = "Moved to FailedJobRegistry, due to AbandonedJobError"
 RECONCILE_WINDOW = 900  # seconds a requeue stays in the ledger rqmaint:requeued:<queue> (RQ's lock: 899)
-RECONCILE_CHUNK = 200  # ledger entries per reconcile script (a suspect one may LPOS the queue list)
+RECONCILE_CHUNK = 200  # ledger entries per reconcile call (a suspect one may LPOS the queue list)
 MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems); totals are always exact
 
 # Outcomes of the Lua script. "Problems" are bad data that needs an operator (exit 4).
-MOVED = ("requeued", "given_up", "already_queued")
 PROBLEMS = frozenset({"missing_job", "no_origin", "unknown_origin", "malformed", "status"})
 STAYS = frozenset({"not_due", "live_worker", "in_started", "first_seen"}) | PROBLEMS
 
@@ -61,17 +60,34 @@ class JobLine:
 class QueueRequeue:
     name: str
     outcome: str = "done"  # done | would-requeue | skipped-locked | lease-lost | stopped
-    requeued: int = 0
-    given_up: int = 0
-    already_queued: int = 0
-    raced: int = 0  # handled by someone else between our read and the script
-    reconciled: int = 0  # lost races against RQ's lock-less cleanup that were repaired
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # every outcome of the script, by name
     given_up_jobs: list[str] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     jobs: list[JobLine] = field(default_factory=list)  # dry run only
     holder: lock.LockInfo | None = None
     duration: float = 0.0
+
+    @property
+    def requeued(self) -> int:
+        return self.counts["requeued"]
+
+    @property
+    def given_up(self) -> int:
+        return self.counts["given_up"]
+
+    @property
+    def already_queued(self) -> int:
+        return self.counts["already_queued"]
+
+    @property
+    def raced(self) -> int:
+        """Handled by someone else between our read and the script."""
+        return self.counts["gone"]
+
+    @property
+    def reconciled(self) -> int:
+        """Lost races against RQ's lock-less cleanups that were repaired."""
+        return self.counts["reconciled"]
 
     @property
     def skipped(self) -> int:
@@ -101,18 +117,10 @@ class QueueRequeue:
             "duration": round(self.duration, 4),
         }
 
-    def record(self, outcome: str, job_id: str, detail: str) -> None:
-        self.counts[outcome] += 1
-        if outcome == "requeued":
-            self.requeued += 1
-        elif outcome == "given_up":
-            self.given_up += 1
-            if len(self.given_up_jobs) < MAX_LISTED:
-                self.given_up_jobs.append(job_id)
-        elif outcome == "already_queued":
-            self.already_queued += 1
-        elif outcome == "gone":
-            self.raced += 1
+    def record(self, outcome: str, job_id: str, detail: str, n: int = 1) -> None:
+        self.counts[outcome] += n
+        if outcome == "given_up" and len(self.given_up_jobs) < MAX_LISTED:
+            self.given_up_jobs.append(job_id)
         elif outcome in PROBLEMS and len(self.problems) < MAX_LISTED:
             reason = f"status {detail!r}" if outcome == "status" else outcome
             self.problems.append({"job_id": job_id, "reason": reason})
@@ -295,12 +303,8 @@ class Requeuer:
     def _apply(self, results: list[tuple[str, str, str]]) -> int:
         stayed = 0
         for outcome, job_id, detail in results:
-            if outcome == "reconciled":
-                self.report.reconciled += 1
-                continue
-            if outcome == "requeued" and not job_id:  # the call's total
-                self.report.requeued += int(detail)
-                self.report.counts["requeued"] += int(detail)
+            if outcome == "requeued" and not job_id:  # the call's total (the ids are in the ledger)
+                self.report.record(outcome, job_id, detail, int(detail))
                 continue
             self.report.record(outcome, job_id, detail)
             if outcome in STAYS:
@@ -464,20 +468,29 @@ class Requeuer:
             return False
         return self.client.lpos(qkey, jid, maxlen=self._backlog) is not None
 
-    def _other_entries_busy(self, jid: str, member: str) -> bool:
-        """The script's other_entries(): is another started entry of the job still current?"""
+    def _busy_elsewhere(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """The script's other_entries() for many (job id, member) pairs, in two round trips: is another
+        started entry of the job (through rq:executions:<id>, or the plain id) still current?"""
         wip = keys.started(self.queue)
-        for exec_id in cast(list[bytes], self.client.zrange(keys.executions(jid), 0, -1)):
-            other = f"{jid}:{decode(exec_id)}"
-            if other != member:
-                score = self.client.zscore(wip, other)
-                if score is not None and float(score) > self.now:
-                    return True
-        if member != jid:
-            score = self.client.zscore(wip, jid)
-            if score is not None and float(score) > self.now:
-                return True
-        return False
+        pipe = self.client.pipeline(transaction=False)
+        for jid, member in pairs:
+            pipe.zrange(keys.executions(jid), 0, -1)
+            pipe.zscore(wip, jid) if member != jid else pipe.echo("")
+        first = pipe.execute()
+        others: list[list[str]] = []
+        pipe = self.client.pipeline(transaction=False)
+        for n, (jid, member) in enumerate(pairs):
+            names = [f"{jid}:{decode(e)}" for e in first[2 * n]]
+            others.append([o for o in names if o != member])
+            for other in others[-1]:
+                pipe.zscore(wip, other)
+        scores = iter(pipe.execute() if any(others) else [])
+        busy = []
+        for n, (jid, member) in enumerate(pairs):
+            plain = first[2 * n + 1] if member != jid else None
+            current = [float(sc) > self.now for sc in (next(scores) for _ in others[n]) if sc is not None]
+            busy.append(any(current) or (isinstance(plain, float) and plain > self.now))
+        return busy
 
     def _classify_started(self, rows: list[tuple[bytes, float]]) -> list[JobLine]:
         members = [decode(m) or "" for m, _ in rows]
@@ -496,6 +509,7 @@ class Requeuer:
             wpipe.hmget(wk, ["death", "current_job", "state"])
             wpipe.exists(wk + ":executions")
         wr = wpipe.execute()
+        busy = self._busy_elsewhere(list(zip(ids, members, strict=True)))
         out = []
         for n, ((_member, score), jid) in enumerate(zip(rows, ids, strict=True)):
             member = members[n]
@@ -527,7 +541,7 @@ class Requeuer:
                             )
                     if live:
                         action = "skip:live_worker"
-                    elif self._other_entries_busy(jid, member):
+                    elif busy[n]:
                         action = "skip:in_started"
                     elif self._already_queued(jid, origin, st):
                         action = "skip:already_queued"
@@ -602,6 +616,7 @@ class Requeuer:
     def _classify_failed(self, raw_ids: list[bytes]) -> list[JobLine]:
         ids = [decode(j) or "" for j in raw_ids]
         fields = self._job_fields(ids)
+        busy = self._busy_elsewhere([(jid, "") for jid in ids])
         out = []
         for n, jid in enumerate(ids):
             _status, origin_raw, w, desc, _exists, counter = fields[n]
@@ -615,7 +630,7 @@ class Requeuer:
                 action = self._origin_problem(origin) or ""
                 if not action:
                     assert origin is not None
-                    if self._other_entries_busy(jid, ""):
+                    if busy[n]:
                         action = "skip:in_started"
                     elif self.client.lpos(keys.queue(origin), jid) is not None:
                         action = "skip:already_queued"
