@@ -11,7 +11,7 @@ from rqmaint.lock import decode
 
 def known_queues(client: redis.Redis) -> list[str]:
     names = []
-    for member in client.smembers(keys.QUEUES):
+    for member in client.smembers(keys.queues()):
         name = keys.queue_name_from_key(decode(member) or "")
         if name:
             names.append(name)

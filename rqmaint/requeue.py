@@ -455,7 +455,7 @@ class Requeuer:
     def _origin_problem(self, origin: str | None) -> str | None:
         if not origin:
             return "skip:no_origin"
-        if origin != self.queue and not self.client.sismember(keys.QUEUES, keys.queue(origin)):
+        if origin != self.queue and not self.client.sismember(keys.queues(), keys.queue(origin)):
             return "skip:unknown_origin"
         return None
 

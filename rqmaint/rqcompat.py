@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from rqmaint import keys
 from rqmaint.errors import RqmaintError, UsageError
 
 ExceptionHandler = Callable[..., Any]
@@ -107,7 +108,7 @@ def unknown_statuses(client: redis.Redis, job_ids: list[str]) -> dict[str, str]:
     known = {str(s.value) for s in JobStatus}
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hget(f"rq:job:{job_id}", "status")
+        pipe.hget(keys.job(job_id), "status")
     out = {}
     for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
         status = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
