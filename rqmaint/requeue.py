@@ -35,7 +35,9 @@ RECONCILE_CHUNK = 200  # ledger entries per reconcile call (a suspect one may LP
 MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems); totals are always exact
 
 # Outcomes of the Lua script. "Problems" are bad data that needs an operator (exit 4).
-PROBLEMS = frozenset({"missing_job", "no_origin", "unknown_origin", "malformed", "status"})
+PROBLEMS = frozenset({"missing_job", "no_origin", "unknown_origin", "malformed", "status", "unverified"})
+QUEUED_SCAN = 10000  # the script's QUEUED_SCAN: entries looked at from either end of a queue list
+STARTED_CHECK = 1000  # the script's STARTED_CHECK: a list this short is looked through for a started job
 STAYS = frozenset({"not_due", "live_worker", "in_started", "first_seen"}) | PROBLEMS
 
 
@@ -220,7 +222,7 @@ class Requeuer:
         self._last_score = 0.0  # ledger score of the last call that requeued (re-checked by the next)
         self._dry_moved: set[str] = set()  # dry run: jobs the script would have moved already
         self._kept_started: set[str] = set()  # jobs whose started entries this run left in place
-        self._backlog = 0
+        self._more = False  # the last call stopped at its work budget
 
     # -- budget ---------------------------------------------------------------------------------------
     def _room(self) -> int:
@@ -274,7 +276,8 @@ class Requeuer:
     # next run at the latest.
 
     def _script(self, mode: str, tail: list[object]) -> tuple[list[tuple[str, str, str]], int]:
-        """One atomic call; returns its outcomes and how many members it looked at."""
+        """One atomic, budgeted call; returns its outcomes and how many members it looked at (fewer
+        than it was given when its work budget ran out: the caller sends the rest again)."""
         score = max(time.time(), self._last_score + 1e-6)
         args: list[object] = [
             mode,
@@ -294,6 +297,9 @@ class Requeuer:
         flat = json.loads(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
         results = [(str(flat[i]), str(flat[i + 1]), str(flat[i + 2])) for i in range(0, len(flat), 3)]
         scanned = int(results.pop()[2]) if results and results[-1][0] == "scanned" else 0
+        self._more = bool(results) and results[-1][0] == "more"
+        if self._more:
+            results.pop()
         if any(outcome == "requeued" for outcome, _, _ in results):
             self._last_score = score  # the next call re-checks this call's requeues
         elif mode != "reconcile":
@@ -330,14 +336,23 @@ class Requeuer:
 
     def _run_started(self) -> None:
         offset = 0
-        backlog = int(self.client.llen(keys.queue(self.queue)))  # the queue as the run found it
         while (room := self._room()) > 0:
             self.checkpoint()
-            results, scanned = self._script("started", [offset, room, backlog])
+            results, scanned = self._script("started", [offset, room])
             offset += self._apply(results)  # entries that stay are skipped by the next call
             self._kept_started.update(job_id for outcome, job_id, _ in results if outcome in STAYS)
-            if scanned < room:
+            if scanned < room and not self._more:
                 return
+
+    def _budgeted(self, mode: str, items: list[object], per_item: int = 1) -> None:
+        """Send ``items`` to the script, again and again from where each call's budget stopped it."""
+        while items:
+            self.checkpoint()
+            results, scanned = self._script(mode, items)
+            self._apply(results)
+            if not self._more:
+                return
+            items = items[max(1, scanned) * per_item :]
 
     def _run_intermediate(self) -> None:
         ids = self._intermediate_ids()
@@ -345,8 +360,7 @@ class Requeuer:
             room = self._room()
             if room <= 0:
                 return
-            self.checkpoint()
-            self._apply(self._script("intermediate", list(ids[i : i + min(room, self.opts.batch_size)]))[0])
+            self._budgeted("intermediate", list(ids[i : i + min(room, self.opts.batch_size)]))
 
     def _failed_candidates(self, ids: list[bytes]) -> list[tuple[bytes, str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -378,7 +392,7 @@ class Requeuer:
                 tail: list[object] = []
                 for member, expect in candidates:
                     tail += [member, expect.encode("latin-1")]
-                self._apply(self._script("failed", tail)[0])
+                self._budgeted("failed", tail, per_item=2)
 
     def _not_kept_started(self, candidates: list[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
         """A failed job this run left in the started registry (e.g. status failed there too) is not
@@ -401,12 +415,11 @@ class Requeuer:
             if not chunk:
                 return
             start += len(chunk)
-            self._apply(self._script("reconcile", list(chunk))[0])
+            self._budgeted("reconcile", list(chunk))
 
     # -- dry run --------------------------------------------------------------------------------------
     def _dry_run(self) -> None:
         """Classify candidates read-only (plain reads, no script), mirroring the script's checks."""
-        self._backlog = int(self.client.llen(keys.queue(self.queue)))
         batches = self._started_batches()
         try:
             rows = next(batches)
@@ -459,14 +472,28 @@ class Requeuer:
             return "skip:unknown_origin"
         return None
 
-    def _already_queued(self, jid: str, origin: str, status: str | None) -> bool:
-        """The script's already_queued(): LPOS (bounded by the run's backlog for a started job)."""
+    def _already_queued(self, jid: str, origin: str, status: str | None) -> bool | None:
+        """The script's queued_on(): a started job only on a list of up to STARTED_CHECK; otherwise
+        within QUEUED_SCAN entries from either end of the list; None when that cannot tell."""
         qkey = keys.queue(origin)
-        if status == "queued" or origin != self.queue or self.opts.at_front:
-            return self.client.lpos(qkey, jid) is not None
-        if self._backlog <= 0:
+        length = int(self.client.llen(qkey))
+        if length == 0:
             return False
-        return self.client.lpos(qkey, jid, maxlen=self._backlog) is not None
+        if status == "started":
+            return length <= STARTED_CHECK and self.client.lpos(qkey, jid) is not None
+        if length <= 2 * QUEUED_SCAN:
+            return self.client.lpos(qkey, jid) is not None
+        if self.client.lpos(qkey, jid, maxlen=QUEUED_SCAN) is not None:
+            return True
+        if self.client.lpos(qkey, jid, rank=-1, maxlen=QUEUED_SCAN) is not None:
+            return True
+        return None
+
+    @staticmethod
+    def _queued_action(queued: bool | None) -> str | None:
+        if queued is None:
+            return "skip:unverified"
+        return "skip:already_queued" if queued else None
 
     def _busy_elsewhere(self, pairs: list[tuple[str, str]]) -> list[bool]:
         """The script's other_entries() for many (job id, member) pairs, in two round trips: is another
@@ -543,10 +570,10 @@ class Requeuer:
                         action = "skip:live_worker"
                     elif busy[n]:
                         action = "skip:in_started"
-                    elif self._already_queued(jid, origin, st):
-                        action = "skip:already_queued"
                     else:
-                        action = self._decide(count)
+                        action = self._queued_action(self._already_queued(jid, origin, st)) or self._decide(
+                            count
+                        )
             out.append(
                 JobLine(jid, self.queue, "started", action, decode(desc), _iso(score), w or None, count)
             )
@@ -600,10 +627,7 @@ class Requeuer:
                 action = self._origin_problem(origin) or ""
                 if not action:
                     assert origin is not None
-                    if self.client.lpos(keys.queue(origin), jid) is not None:
-                        action = "skip:already_queued"
-                    else:
-                        action = self._decide(count)
+                    action = self._queued_action(self._already_queued(jid, origin, st)) or self._decide(count)
             out.append(
                 JobLine(
                     jid, self.queue, "intermediate", action, decode(desc), _iso(seen_at), decode(w), count
@@ -632,10 +656,9 @@ class Requeuer:
                     assert origin is not None
                     if busy[n]:
                         action = "skip:in_started"
-                    elif self.client.lpos(keys.queue(origin), jid) is not None:
-                        action = "skip:already_queued"
                     else:
-                        action = self._decide(count)
+                        queued = self._already_queued(jid, origin, "failed")
+                        action = self._queued_action(queued) or self._decide(count)
             out.append(JobLine(jid, self.queue, "failed", action, decode(desc), None, decode(w), count))
             if action in ("requeue", "give_up"):
                 self._dry_moved.add(jid)

@@ -16,13 +16,11 @@
 -- ARGV[10] give-up reason for more than max+1 abandonments (max was lowered): base64(zlib(text))
 -- ARGV[11] the same, zlib(text)
 -- ARGV[12] seconds an intermediate-queue job must have been seen before it counts as stuck (60)
--- ARGV[13] this call's ledger score: every requeue is recorded in rqmaint:requeued:<origin> with it
+-- ARGV[13] this call's ledger score: every requeue is recorded in rqmaint:requeued:<queue> (the registry's queue) with it
 -- ARGV[14] a previous call's ledger score, or "": the ledger entries of that score are reconciled
 --          first (see "Lost races" below)
--- ARGV[15..] started: offset, limit, backlog — the script itself takes the due members of
---          rq:wip:<queue> (ZRANGEBYSCORE -inf now LIMIT offset limit); backlog is the length the queue
---          list had when the run began: a job still marked started is only looked for there (LPOS
---          MAXLEN backlog), since whatever this run pushed cannot hold it. intermediate: the ids. failed: pairs of id,
+-- ARGV[15..] started: offset, limit — the script itself takes the due members of rq:wip:<queue>
+--          (ZRANGEBYSCORE -inf now LIMIT offset limit). intermediate: the ids. failed: pairs of id,
 --          expectation: the failure record the caller recognised as AbandonedJobError, "s" ..
 --          newest results-stream entry id, or "h" .. the raw exc_info value (the job is only touched
 --          if that record is unchanged). reconcile: ledger entries "<id>|<retries_left>" to check.
@@ -40,16 +38,18 @@
 --          rq:queue:<origin>, rq:queues, rq:queue:<origin>:intermediate(+:first_seen:<id>),
 --          rq:execution:<id>:<exec>, rq:executions:<id>, rq:worker:<w> (HDEL current_job only, never
 --          creating it), rq:worker:<w>:executions (SREM), rq:failed:<origin>, rq:results:<id>,
---          rqmaint:abandons:<id>, rqmaint:requeued:<origin> (ZADD "<id>|<retries_left>" at ARGV[13]),
+--          rqmaint:abandons:<id>, rqmaint:requeued:<queue> (ZADD "<id>|<retries_left>" at ARGV[13]),
 --          rq:scheduled:<q> (ZREM, when reconciling).
 -- Returns  one JSON string (cjson): a flat array of triples: outcome, job id (or member), detail
 --          (given_up: the abandonment count; reconciled: the repair). Two totals close it:
 --          requeued ("" and how many; their ids are in the ledger) and scanned ("" and how many
---          members the call looked at). One bulk string parses far faster client-side than thousands
+--          members the call looked at), after "more" ("" and 1) when the work budget ended the call
+--          before its last member (the caller sends the rest again). One bulk string parses far faster client-side than thousands
 --          of replies.
 --          Outcomes: requeued, given_up, already_queued, first_seen (intermediate job seen for the
 --          first time; marked), gone (no longer in the registry or changed: someone else handled it),
 --          not_due, live_worker, in_started, missing_job, no_origin, unknown_origin, malformed,
+--          unverified (marked queued, on a queue too long to check cheaply: left alone),
 --          status (detail = the job's status, which is not one we requeue), reconciled.
 
 local mode = ARGV[1]
@@ -61,6 +61,7 @@ local max_requeues = tonumber(ARGV[6])
 local counter_ttl = tonumber(ARGV[7])
 local exact_b64, exact_z, more_b64, more_z = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local stuck_after = tonumber(ARGV[12])
+local LEDGER_TTL = 900  -- seconds; rqmaint.requeue.RECONCILE_WINDOW
 
 local QUEUES = 'rq:queues'
 local DEFAULT_FAILURE_TTL = 31536000
@@ -268,6 +269,44 @@ local function requeueable_status(status)
     return status == 'started' or status == 'queued'
 end
 
+-- Is the id already on its queue list? Never a scan of the list per job (a backlog can hold millions).
+-- A job whose status is "started" is not on it: every path that pushes an id onto a queue list (RQ's
+-- enqueue, retry, requeue, dependents, scheduler; rqmaint's requeue) writes status "queued" in the same
+-- MULTI/EXEC or script as the push, and a worker writes "started" only after LMOVE/LPOP took its copy
+-- off the list. A second copy can only come from a lost race against RQ's lock-less cleanup, which the
+-- ledger re-check repairs. So only a job still marked "queued" (a crash between dequeue and the work
+-- horse, or an id enqueued again) is looked for, and only within QUEUED_SCAN entries from either end:
+-- past that the answer is "unknown" and the job is left alone (outcome unverified), never pushed twice.
+-- A list of up to STARTED_CHECK entries is still looked through for a started job (about 10 us):
+-- defence in depth against data no RQ path writes; a longer one is trusted to the argument above.
+local QUEUED_SCAN = 10000
+local STARTED_CHECK = 1000
+local function queued_on(qkey, id, status)
+    local len = redis.call('LLEN', qkey)
+    if len == 0 then return false end
+    if status == 'started' then
+        return len <= STARTED_CHECK and redis.call('LPOS', qkey, id) ~= false
+    end
+    if len <= 2 * QUEUED_SCAN then return redis.call('LPOS', qkey, id) ~= false end
+    if redis.call('LPOS', qkey, id, 'MAXLEN', QUEUED_SCAN) then return true end
+    if redis.call('LPOS', qkey, id, 'RANK', -1, 'MAXLEN', QUEUED_SCAN) then return true end
+    return nil  -- unknown
+end
+
+-- How many copies of the id the queue list holds, counted within QUEUED_SCAN entries from either end
+-- (exact for a list of up to 2 * QUEUED_SCAN), and how many of them are in the tail part.
+local function copies_on(qkey, id)
+    local len = redis.call('LLEN', qkey)
+    if len == 0 then return 0, 0 end
+    if len <= 2 * QUEUED_SCAN then
+        local n = #redis.call('LPOS', qkey, id, 'COUNT', 0)
+        return n, n
+    end
+    local head = #redis.call('LPOS', qkey, id, 'COUNT', 0, 'MAXLEN', QUEUED_SCAN)
+    local tail = #redis.call('LPOS', qkey, id, 'RANK', -1, 'COUNT', 0, 'MAXLEN', QUEUED_SCAN)
+    return head + tail, tail
+end
+
 -- Lost races (see the header): re-check one ledger entry and repair what a late RQ EXEC broke.
 local function restore_ttl(id, jkey)
     local ttl = int_or(redis.call('HGET', jkey, 'ttl'), -1)
@@ -305,9 +344,9 @@ local function reconcile(entry)
     if not origin or origin == '' then origin = qname end
     local own_queue = 'rq:queue:' .. origin
     local fkey, skey = 'rq:failed:' .. origin, 'rq:scheduled:' .. origin
-    local queued_times = nil
-    local function in_queue()
-        if queued_times == nil then queued_times = #redis.call('LPOS', own_queue, id, 'COUNT', 0) end
+    local queued_times, in_tail = nil, 0
+    local function in_queue()  -- a lower bound on a long list: a repair is only made on what was seen
+        if queued_times == nil then queued_times, in_tail = copies_on(own_queue, id) end
         return queued_times
     end
     if redis.call('ZSCORE', fkey, id) then
@@ -333,8 +372,9 @@ local function reconcile(entry)
         redis.call('HSET', jkey, 'status', 'queued')
         actions[#actions + 1] = 'unscheduled'
     end
-    if retries_now ~= retries_then and in_queue() > 1 then
-        redis.call('LREM', own_queue, -(queued_times - 1), id)
+    if retries_now ~= retries_then and in_queue() > 1 and in_tail > 0 then
+        -- from the tail, and no more copies than the tail part holds: the LREM stops within it
+        redis.call('LREM', own_queue, -math.min(queued_times - 1, in_tail), id)
         actions[#actions + 1] = 'dedup'
     end
     if #actions > 0 then emit('reconciled', id, table.concat(actions, '+')) end
@@ -347,21 +387,9 @@ end
 
 local members = {}
 local step = 1
-local backlog = 0
 
--- Is the id already on the queue list? A queued job: anywhere. A job still marked started: only in
--- the part that existed before this run (its pushes cannot hold it), and not at all for an empty one.
-local function already_queued(id, origin, status)
-    local qkey = 'rq:queue:' .. origin
-    if status == 'queued' or origin ~= qname or at_front then
-        return redis.call('LPOS', qkey, id) ~= false
-    end
-    if backlog <= 0 then return false end
-    return redis.call('LPOS', qkey, id, 'MAXLEN', backlog) ~= false
-end
 if mode == 'started' then
     members = redis.call('ZRANGEBYSCORE', wip, '-inf', now, 'LIMIT', tonumber(ARGV[15]), tonumber(ARGV[16]))
-    backlog = tonumber(ARGV[17]) or 0
 elseif mode == 'failed' then
     step = 2
     for i = 15, #ARGV do members[#members + 1] = ARGV[i] end
@@ -370,8 +398,24 @@ elseif mode == 'intermediate' or mode == 'reconcile' then
 else
     return redis.error_reply('unknown mode ' .. tostring(mode))
 end
+-- The work budget: a call stops after BUDGET_US microseconds of its own work (checked before each
+-- member, so the longest call is the budget plus one job's work, itself bounded: no list scans) and
+-- says "more"; the caller goes on with the next call. 4 ms keeps every call well under 10 ms, so RQ's
+-- workers and clients wait at most a few milliseconds behind rqmaint, while a call still handles
+-- hundreds of jobs (about 10 us each).
+local BUDGET_US = 4000
+local t0 = redis.call('TIME')
+local function elapsed_us()
+    local t = redis.call('TIME')
+    return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + (tonumber(t[2]) - tonumber(t0[2]))
+end
 local scanned = 0
+local more = false
 for i = 1, #members, step do
+    if scanned > 0 and elapsed_us() >= BUDGET_US then
+        more = true
+        break
+    end
     scanned = scanned + 1
     local member = members[i]
     local expect = members[i + 1] or ''
@@ -408,13 +452,18 @@ for i = 1, #members, step do
                     if busy then
                         emit('in_started', id)  -- another execution of it may still be running
                     else
-                        for _, other in ipairs(overdue) do clear_execution(id, id .. ':' .. other, other, false, origin, false) end
-                        clear_execution(id, member, exec, wname, origin, current)
-                        if already_queued(id, origin, status) then
-                            -- already back on its queue (someone requeued it and left the entry): never twice
-                            emit('already_queued', id)
+                        local queued = queued_on('rq:queue:' .. origin, id, status)
+                        if queued == nil then
+                            emit('unverified', id)  -- marked queued on a huge queue: left, never pushed twice
                         else
-                            settle(id, jkey, origin, f)
+                            for _, other in ipairs(overdue) do clear_execution(id, id .. ':' .. other, other, false, origin, false) end
+                            clear_execution(id, member, exec, wname, origin, current)
+                            if queued then
+                                -- already back on its queue (someone requeued it and left the entry): never twice
+                                emit('already_queued', id)
+                            else
+                                settle(id, jkey, origin, f)
+                            end
                         end
                     end
                 end
@@ -454,7 +503,9 @@ for i = 1, #members, step do
                     emit('status', id, status or '')
                 elseif not origin then
                     emit(why, id)
-                elseif redis.call('LPOS', 'rq:queue:' .. origin, id) then
+                elseif queued_on('rq:queue:' .. origin, id, status) == nil then
+                    emit('unverified', id)
+                elseif queued_on('rq:queue:' .. origin, id, status) then
                     redis.call('LREM', inter, 0, id)
                     redis.call('DEL', seen_key)
                     emit('already_queued', id)
@@ -498,7 +549,9 @@ for i = 1, #members, step do
                 emit(why, id)
             elseif busy then
                 emit('in_started', id)  -- an execution of it may be running: not a failed job any more
-            elseif redis.call('LPOS', 'rq:queue:' .. origin, id) then
+            elseif queued_on('rq:queue:' .. origin, id, 'failed') == nil then
+                emit('unverified', id)
+            elseif queued_on('rq:queue:' .. origin, id, 'failed') then
                 emit('already_queued', id)  -- queued and failed at once: left for reconciliation
             else
                 redis.call('ZREM', fkey, id)
@@ -511,6 +564,11 @@ for i = 1, #members, step do
         reconcile(member)
     end
 end
-if requeued_n > 0 then emit('requeued', '', requeued_n) end
+if requeued_n > 0 then
+    -- the ledger is rqmaint's own short-term record: it must never outlive the re-check window
+    redis.call('EXPIRE', 'rqmaint:requeued:' .. qname, LEDGER_TTL)
+    emit('requeued', '', requeued_n)
+end
+if more then emit('more', '', 1) end
 emit('scanned', '', scanned)
 return cjson.encode(out)
