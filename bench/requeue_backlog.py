@@ -123,8 +123,8 @@ def one_run(
     c.config_set("slowlog-log-slower-than", 10000)
     worst = slowest(server)
     tail = [text(x) for x in c.lrange(f"rq:queue:{QUEUE}", before, -1)]
-    ok = m.rc == 0 and len(tail) == n and len(set(tail)) == n and c.zcard(f"rq:wip:{QUEUE}") == 0
-    return {"wall": round(m.wall, 4), "rc": m.rc, "ok": ok, "ping": ping, "slowest": worst}
+    ok = m.returncode == 0 and len(tail) == n and len(set(tail)) == n and c.zcard(f"rq:wip:{QUEUE}") == 0
+    return {"wall": round(m.wall, 4), "rc": m.returncode, "ok": ok, "ping": ping, "slowest": worst}
 
 
 def main() -> int:
