@@ -80,6 +80,7 @@ class LockInfo:
     holder_pid: int | None = None
     held_for: float | None = None  # seconds, where derivable
     no_expiry: bool = False  # held with no TTL at all: nothing will ever remove it
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # the value as stored (any bytes)
 
     def describe_holder(self) -> str:
         if not self.held:
@@ -132,12 +133,13 @@ def interpret(queue: str, raw_value: bytes | None, pttl: int, now: float) -> Loc
             holder.pid,
             max(0.0, now - holder.since),
             no_expiry,
+            raw_value,
         )
     if value == "1":
         # RQ sets EX 899 and never renews, so the age is 899 - ttl while the TTL is within range.
         held_for = float(RQ_LOCK_TTL - pttl / 1000.0) if 0 <= pttl <= RQ_LOCK_TTL * 1000 else None
-        return LockInfo(queue, key, True, ttl, value, HOLDER_RQ, None, None, held_for, no_expiry)
-    return LockInfo(queue, key, True, ttl, value, HOLDER_OTHER, None, None, None, no_expiry)
+        return LockInfo(queue, key, True, ttl, value, HOLDER_RQ, None, None, held_for, no_expiry, raw_value)
+    return LockInfo(queue, key, True, ttl, value, HOLDER_OTHER, None, None, None, no_expiry, raw_value)
 
 
 def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
@@ -151,8 +153,9 @@ def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
     return [interpret(q, replies[2 * i], int(replies[2 * i + 1]), now) for i, q in enumerate(queues)]
 
 
-def release_if(client: redis.Redis, queue: str, expected_value: str) -> bool:
-    """Delete the lock only if it still holds ``expected_value``. True if deleted."""
+def release_if(client: redis.Redis, queue: str, expected_value: str | bytes) -> bool:
+    """Delete the lock only if it still holds ``expected_value`` (compared byte for byte: pass
+    ``LockInfo.raw`` for a value read from Redis, which may not be UTF-8). True if deleted."""
     return bool(scripts.run(client, "lock_release", [keys.clean_lock(queue)], [expected_value]))
 
 

@@ -239,7 +239,8 @@ def lock_release_cmd(
             if not typer.confirm("Release it?", default=False, err=True):
                 raise Refused("not released: the operator declined")
         assert info.holder is not None
-        released = lock.release_if(client, queue, info.holder)
+        # the stored bytes, not their decoded text: a binary value would never compare equal
+        released = lock.release_if(client, queue, info.raw if info.raw is not None else info.holder)
         doc["released"] = released
         if not released:
             doc["reason"] = "changed hands"
@@ -250,6 +251,7 @@ def lock_release_cmd(
                 "(expired, released, or taken by another holder); run lock status again",
             )
             raise typer.Exit(int(ExitCode.LOCK_HELD))
+        doc["reason"] = "released"
         _release_report(o, doc, f"released {shown}")
 
 

@@ -107,3 +107,16 @@ def test_interactive_confirmation_on_a_terminal(redis_url, client):
     code, text = _release_on_a_terminal(redis_url, "y\n")
     assert code == 0, text
     assert "released" in text and client.exists(KEY) == 0
+
+
+def test_binary_value_is_released(cli, client):
+    """A value that is not UTF-8 is compared byte for byte, so it can be released (it used to be
+    reported as "changed hands" forever, its decoded text never matching the stored bytes)."""
+    _queue(client)
+    value = b"\xff\xfe binary \x80"
+    client.set(KEY, value, ex=899)
+    result = cli("lock", "release", "-q", "default", "--yes", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["released"] is True and doc["reason"] == "released"
+    assert client.exists(KEY) == 0
