@@ -124,7 +124,7 @@ def test_rules_are_what_the_commands_need(server_factory):
     assert {"ping", "hello", "client|setname", "echo"} <= connection - dangerous
     status_and_dry_runs = {
         "llen", "zcard", "zcount", "smembers", "exists", "hexists", "get", "pttl", "hget", "hmget",
-        "zrangebyscore", "zrange", "lrange", "zscan", "zscore", "xrevrange", "sismember",
+        "zrangebyscore", "zrange", "lrange", "zscan", "zscore", "xrevrange", "sismember", "lpos",
     }  # fmt: skip
     assert status_and_dry_runs <= read - dangerous
     assert {"client|kill", "client|pause", "client|list", "keys"} <= dangerous
