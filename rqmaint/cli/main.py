@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Annotated
 
@@ -30,6 +31,19 @@ lock_app = typer.Typer(
 )
 app.add_typer(lock_app, name="lock")
 
+#: Upper bounds of the numeric options: anything above is a typo, and would overflow a socket
+#: timeout, a Redis EX, or a sleep (inf would never return).
+MAX_SECONDS = 86400.0
+MAX_COUNT = 1_000_000_000
+
+
+def _finite(value: float | None) -> float | None:
+    """Reject nan (which passes every range check) and inf: exit 2 before anything touches Redis."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number of seconds.")
+    return value
+
+
 # Options shared by every command.
 UrlOpt = Annotated[
     str | None,
@@ -45,7 +59,14 @@ UrlOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     float,
-    typer.Option("--timeout", metavar="SECONDS", help="Connect and read timeout, in seconds.", min=0.001),
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        help="Connect and read timeout, in seconds.",
+        min=0.001,
+        max=MAX_SECONDS,
+        callback=_finite,
+    ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")
@@ -72,6 +93,8 @@ WaitOpt = Annotated[
         metavar="SECONDS",
         help="Seconds to keep retrying a queue's lock held by another holder.",
         min=0,
+        max=MAX_SECONDS,
+        callback=_finite,
     ),
 ]
 MaxRequeuesOpt = Annotated[
@@ -81,6 +104,7 @@ MaxRequeuesOpt = Annotated[
         metavar="N",
         help="A job abandoned more often than this goes to the failed registry instead (poison job).",
         min=0,
+        max=MAX_COUNT,
     ),
 ]
 LockTtlOpt = Annotated[
@@ -90,6 +114,8 @@ LockTtlOpt = Annotated[
         metavar="SECONDS",
         help="Lease on the lock, in seconds, renewed in the background while working.",
         min=1,
+        max=MAX_SECONDS,
+        callback=_finite,
     ),
 ]
 
@@ -367,7 +393,10 @@ def requeue_abandoned_cmd(
     ] = False,
     max_requeues: MaxRequeuesOpt = requeue.DEFAULT_MAX_REQUEUES,
     limit: Annotated[
-        int | None, typer.Option("--limit", metavar="N", help="Move at most this many jobs per queue.", min=1)
+        int | None,
+        typer.Option(
+            "--limit", metavar="N", help="Move at most this many jobs per queue.", min=1, max=MAX_COUNT
+        ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", metavar="N", help="Jobs per atomic script call.", min=1, max=10000)
@@ -490,7 +519,15 @@ def _lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | N
 def watch_cmd(
     queue: QueuesOpt = None,
     interval: Annotated[
-        float, typer.Option("--interval", metavar="SECONDS", help="Seconds between cycles.", min=0.1)
+        float,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help="Seconds between cycles.",
+            min=0.1,
+            max=MAX_SECONDS,
+            callback=_finite,
+        ),
     ] = 30.0,
     do_clean: Annotated[
         bool, typer.Option("--clean", help="Run the acquire -> clean -> release cycle every interval.")
@@ -524,6 +561,7 @@ def watch_cmd(
             metavar="N",
             help="Stop after N cycles (default: run until SIGTERM/SIGINT).",
             min=1,
+            max=MAX_COUNT,
         ),
     ] = None,
     url: UrlOpt = None,
