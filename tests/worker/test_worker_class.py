@@ -108,3 +108,37 @@ def test_maintenance_survives_a_redis_error(client: redis.Redis, redis_url: str)
     w.queues = [Queue("wq-err", connection=dead)]
     w.clean_registries()
     assert w.last_cleaned_at is not None
+
+
+def test_poison_job_ends_in_failed_after_the_limit(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    from tests.support.workers import start_worker
+    from tests.worker.poison_jobs import poison
+
+    # Given: a job that SIGKILLs its worker (and horse) every time it runs, and a poison limit of 1
+    counter = "test:poison:runs"
+    job = Queue("wq-poison", connection=client).enqueue(poison, counter)
+    env = {"RQMAINT_MAX_REQUEUES": "1"}
+    failed = FailedJobRegistry("wq-poison", connection=client)
+    workers = []
+    # When: rqmaint workers keep starting, each after the previous one was killed by the job
+    for _ in range(4):
+        if job.id in failed.get_job_ids():
+            break
+        w = start_worker(redis_url, ["wq-poison"], extra_args=RQMAINT_WORKER, log_dir=tmp_path, env=env)
+        workers.append(w)
+
+        def settled(w: WorkerProcess = w) -> bool:
+            return w.poll() is not None or job.id in failed.get_job_ids()
+
+        wait_for(
+            settled, timeout=60, what="the poison job to kill its worker or be given up", diagnostics=w.log
+        )
+        if w.poll() is not None:
+            age_abandoned(client, "wq-poison", 200)  # past RQ's heartbeat deadline
+    # Then: it ran once plus one requeue, then went to failed; the last worker is alive and working
+    assert job.id in failed.get_job_ids(), "\n".join(w.log() for w in workers)
+    assert int(client.get(counter) or 0) == 2
+    assert workers[-1].poll() is None
+    assert "gave up on 1" in workers[-1].log()
