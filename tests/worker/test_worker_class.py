@@ -8,11 +8,13 @@ shifts the ``rq:wip`` scores and drops the keys whose TTL would have run out
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -98,16 +100,30 @@ def test_bad_setting_stops_the_worker_at_start_with_one_line(redis_url: str) -> 
     assert redis.Redis.from_url(redis_url).scard("rq:workers") == 0  # it never registered
 
 
-def test_maintenance_survives_a_redis_error(client: redis.Redis, redis_url: str) -> None:
+def test_maintenance_survives_a_redis_error(client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
     from rqmaint.worker import SimpleWorker
 
     w = SimpleWorker([Queue("wq-err", connection=client)], connection=client, lease_ttl=5)
-    # a client whose server does not answer: maintenance logs one line and returns
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    # Given: the worker's Redis stops answering (a closed port; the URL carries a password)
+    dead = redis.Redis.from_url("redis://:s3cret-pw@127.0.0.1:1/0", socket_connect_timeout=0.5)
     w.connection = dead
     w.queues = [Queue("wq-err", connection=dead)]
-    w.clean_registries()
+    # When: maintenance runs; Then: one warning line, no secret, no exception, the tick is stamped
+    with caplog.at_level(logging.WARNING, logger="rq.worker"):
+        w.clean_registries()
+    lines = [r.getMessage() for r in caplog.records if "rqmaint" in r.getMessage()]
+    assert len(lines) == 1 and "maintenance of queue wq-err failed" in lines[0], lines
+    assert "\n" not in lines[0] and "s3cret-pw" not in caplog.text
     assert w.last_cleaned_at is not None
+
+
+def test_bad_keyword_setting_raises_a_settings_error(client: redis.Redis) -> None:
+    from rqmaint.worker import Worker, WorkerSettingsError
+
+    with pytest.raises(WorkerSettingsError, match="lease TTL 0 s is out of range"):
+        Worker([Queue("wq-kw", connection=client)], connection=client, lease_ttl=0)
+    with pytest.raises(WorkerSettingsError, match="poison limit -1 is negative"):
+        Worker([Queue("wq-kw", connection=client)], connection=client, max_requeues=-1)
 
 
 def test_poison_job_ends_in_failed_after_the_limit(
@@ -142,3 +158,80 @@ def test_poison_job_ends_in_failed_after_the_limit(
     assert int(client.get(counter) or 0) == 2
     assert workers[-1].poll() is None
     assert "gave up on 1" in workers[-1].log()
+
+
+#: Run in a subprocess: an rqmaint SimpleWorker whose maintenance holds the lock (lease 3 s) and hangs
+#: inside RQ's cleaning step, so the test can SIGKILL it while it holds the lock.
+_HOLD_AND_HANG = """
+import sys, time
+import pytest
+import redis
+from rq import Queue
+import rqmaint.clean
+from rqmaint.worker import SimpleWorker
+def hang(*args, **kwargs):
+    print("holding", flush=True)
+    time.sleep(3600)
+rqmaint.clean.run_rq_steps = hang
+c = redis.Redis.from_url(sys.argv[1])
+SimpleWorker([Queue(sys.argv[2], connection=c)], connection=c, lease_ttl=3).clean_registries()
+"""
+
+
+def test_worker_killed_while_holding_the_lock_blocks_others_for_one_lease_only(
+    client: redis.Redis,
+    abandon: Callable[..., Abandoned],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    import json
+    import time
+
+    from tests.support.workers import start_worker
+
+    # Given: abandoned jobs, and an rqmaint worker SIGKILLed while its maintenance holds the lock
+    ab = abandon("wq-held", 2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_AND_HANG, redis_url, "wq-held"],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        value = client.get("rq:clean_registries:wq-held")
+        assert value is not None and "rqmaint" in json.loads(value)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    killed_at = time.monotonic()
+    age_abandoned(client, "wq-held", 200)
+    # When: another rqmaint worker runs maintenance every second (dequeue timeout 5 s via worker TTL 20)
+    w = start_worker(
+        redis_url,
+        ["wq-held"],
+        extra_args=[*RQMAINT_WORKER, "--maintenance-interval", "1", "--worker-ttl", "20"],
+        log_dir=tmp_path,
+    )
+    # Then: the dead holder's lock is gone within its 3 s lease (not RQ's 899 s) ...
+    wait_for(
+        lambda: (
+            not client.exists("rq:clean_registries:wq-held")
+            or client.get("rq:clean_registries:wq-held") != value
+        ),
+        timeout=3 + 5,
+        what="the dead holder's lease to run out",
+    )
+    assert time.monotonic() - killed_at < 3 + 5
+    # ... and the survivor cleans again: the abandoned jobs are requeued and run exactly once
+    wait_for(
+        lambda: sorted(ab.reruns()) == sorted(ab.job_ids),
+        timeout=60,
+        what="the survivor to requeue the abandoned jobs",
+        diagnostics=w.log,
+    )
+    assert "requeued 2 abandoned job(s)" in w.log()
+    assert FailedJobRegistry("wq-held", connection=client).get_job_ids() == []
