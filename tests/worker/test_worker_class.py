@@ -235,3 +235,54 @@ def test_worker_killed_while_holding_the_lock_blocks_others_for_one_lease_only(
     )
     assert "requeued 2 abandoned job(s)" in w.log()
     assert FailedJobRegistry("wq-held", connection=client).get_job_ids() == []
+
+
+def test_pool_of_rqmaint_workers_some_sigkilled_mid_job(
+    client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    from tests import jobs
+    from tests.support.workers import start_worker
+
+    # Given: a pool of three rqmaint workers (maintenance every second) and a stock RQ worker
+    args = [*RQMAINT_WORKER, "--maintenance-interval", "1", "--worker-ttl", "20"]
+    pool = [start_worker(redis_url, ["wq-pool"], extra_args=args, log_dir=tmp_path) for _ in range(3)]
+    q = Queue("wq-pool", connection=client)
+    markers = [tmp_path / f"block-{i}.started" for i in range(2)]
+    blocked = [q.enqueue(jobs.block, str(m)) for m in markers]
+    wait_for(lambda: all(m.exists() for m in markers), timeout=60, what="both block jobs to run")
+    # When: the two workers running them are SIGKILLed with their work horses
+    names = {(client.hget(f"rq:job:{j.id}", "worker_name") or b"").decode() for j in blocked}
+    victims = [w for w in pool if w.name in names]
+    assert len(victims) == 2, names
+    for w in victims:
+        w.kill_session()
+    age_abandoned(client, "wq-pool", 200)  # past RQ's heartbeat deadline
+    # Then: the survivor's maintenance requeues both (a stock worker joins after: a stock worker that
+    # wins the lock first would fail them, see the README); each runs exactly once more and finishes
+    survivor = next(w for w in pool if w not in victims)
+    wait_for(
+        lambda: "requeued 2 abandoned job(s)" in survivor.log(),
+        timeout=60,
+        what="the survivor's maintenance",
+        diagnostics=survivor.log,
+    )
+    stock = start_worker(redis_url, ["wq-pool"], log_dir=tmp_path)
+
+    def reruns() -> list[str]:
+        out: list[str] = []
+        for m in markers:
+            p = Path(f"{m}.reruns")
+            out += p.read_text().split() if p.exists() else []
+        return out
+
+    wait_for(
+        lambda: (
+            sorted(reruns()) == sorted(j.id for j in blocked)
+            and all(client.hget(f"rq:job:{j.id}", "status") == b"finished" for j in blocked)
+        ),
+        timeout=90,
+        what="the survivor to requeue the abandoned jobs and them to finish",
+        diagnostics=lambda: survivor.log() + stock.log(),
+    )
+    assert sorted(reruns()) == sorted(j.id for j in blocked)
+    assert FailedJobRegistry("wq-pool", connection=client).get_job_ids() == []
