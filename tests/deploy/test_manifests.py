@@ -53,6 +53,9 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
 DOCUMENTS = _documents()
 OBJECTS = [(name, doc) for name, doc in DOCUMENTS if doc.get("kind") != "Kustomization"]
 WORKLOADS = [(name, doc) for name, doc in OBJECTS if doc.get("kind") in ("CronJob", "Deployment")]
+#: The example RQ worker Deployment runs ``rq worker -w rqmaint.worker.Worker``, not the rqmaint CLI.
+WORKER_DEPLOYMENT = "deployment-worker.yaml"
+CLI_WORKLOADS = [(name, doc) for name, doc in WORKLOADS if name != WORKER_DEPLOYMENT]
 
 
 def _id(name: str, doc: dict[str, Any]) -> str:
@@ -158,6 +161,7 @@ def test_the_manifests_are_there():
         "cronjob-clean.yaml",
         "cronjob-requeue-abandoned.yaml",
         "deployment-watch.yaml",
+        WORKER_DEPLOYMENT,
         "service-watch.yaml",
         EXAMPLE_SECRET,
         KUSTOMIZATION,
@@ -394,7 +398,7 @@ def _cli_options(subcommand: str) -> dict[str, bool]:
     return options
 
 
-@pytest.mark.parametrize(("name", "doc"), WORKLOADS, ids=[_id(n, d) for n, d in WORKLOADS])
+@pytest.mark.parametrize(("name", "doc"), CLI_WORKLOADS, ids=[_id(n, d) for n, d in CLI_WORKLOADS])
 def test_command_line_matches_the_cli(name: str, doc: dict[str, Any]):
     argv = _argv(doc)
     assert argv[0] == "rqmaint", argv
@@ -476,3 +480,19 @@ def test_dockerfile():
 
     deployment = _one("deployment-watch.yaml", "Deployment")
     assert str(_metrics_port(_container(deployment))) in " ".join(_dockerfile("EXPOSE")).split()
+
+
+def test_worker_deployment_runs_the_rqmaint_worker_class():
+    doc = _one(WORKER_DEPLOYMENT, "Deployment")
+    container = _container(doc)
+    argv = [*container["command"], *container["args"]]
+    assert argv[:4] == ["rq", "worker", "--worker-class", "rqmaint.worker.Worker"], argv
+    from rqmaint.worker import WorkerSettings
+
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert {k for k in env if k.startswith("RQMAINT_")} == {
+        "RQMAINT_LEASE_TTL",
+        "RQMAINT_MAX_REQUEUES",
+        "RQMAINT_REQUEUE",
+    }
+    WorkerSettings.resolve(env)  # the example's settings are valid
