@@ -2,8 +2,8 @@
 that no password is ever shown.
 
 Modules: :mod:`.urls` (URL forms, resolution, redaction), :mod:`.retry` (the retry policy),
-:mod:`.sentinel`, :mod:`.diagnosis` (one-line errors for a failed first contact). Everything public is
-importable from ``rqmaint.connection``.
+:mod:`.sentinel`, :mod:`.cluster`, :mod:`.diagnosis` (one-line errors for a failed first contact).
+Everything public is importable from ``rqmaint.connection``.
 
 URL forms (``--url``, else ``RQ_REDIS_URL``, else ``REDIS_URL``, else the default):
 
@@ -13,6 +13,9 @@ URL forms (``--url``, else ``RQ_REDIS_URL``, else ``REDIS_URL``, else the defaul
   master of ``service`` as the sentinels report it; ``rediss+sentinel://`` uses TLS to the sentinels
   and the master. The user/password in the URL are the master's; ``sentinel_username=`` and
   ``sentinel_password=`` are the sentinels' own credentials.
+* ``redis+cluster://[[user]:password@]host1[:port1][,host2[:port2]...][?...]``: a Redis Cluster (any
+  reachable node is enough; RQ needs a hash-tagged ``RQ_KEY_PREFIX`` such as ``{rq}`` there);
+  ``rediss+cluster://`` uses TLS to every node. See :mod:`.cluster`.
 
 Query options are redis-py's (``redis.connection.parse_url``); an unknown one is a usage error.
 
@@ -27,9 +30,18 @@ not).
 
 from __future__ import annotations
 
+from typing import cast
+
 import redis
 
+from rqmaint.connection.cluster import (
+    ClusterSpec,
+    RqmaintRedisCluster,
+    connect_cluster,
+    parse_cluster_url,
+)
 from rqmaint.connection.diagnosis import check_files, check_options, describe_failure, first_ping
+from rqmaint.connection.errors import ClusterError, WrongClusterNode
 from rqmaint.connection.retry import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -51,6 +63,7 @@ from rqmaint.connection.sentinel import (
 )
 from rqmaint.connection.urls import (
     CLIENT_NAME,
+    CLUSTER_SCHEMES,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     SENTINEL_SCHEMES,
@@ -67,6 +80,7 @@ __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
     "CLIENT_NAME",
+    "CLUSTER_SCHEMES",
     "DEFAULT_RETRY_BUDGET",
     "DEFAULT_SENTINEL_PORT",
     "DEFAULT_TIMEOUT",
@@ -76,13 +90,18 @@ __all__ = [
     "SENTINEL_SCHEMES",
     "URL_ENV_VARS",
     "BudgetRetry",
+    "ClusterError",
+    "ClusterSpec",
     "RetryBudgetExhausted",
     "RqmaintRedis",
+    "RqmaintRedisCluster",
     "SentinelSpec",
     "Target",
     "TransactionInterrupted",
+    "WrongClusterNode",
     "connect",
     "describe_failure",
+    "parse_cluster_url",
     "parse_sentinel_url",
     "redact_url",
     "resolve_url",
@@ -103,7 +122,12 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
         raise UsageError("--timeout must be greater than 0 seconds")
     budget = retry_budget() if budget is None else budget
     client: redis.Redis
-    if target.is_sentinel:
+    if target.is_cluster:
+        # RedisCluster offers the same command methods as redis.Redis (redis.commands), which is all
+        # rqmaint's modules use; typed as redis.Redis so that they need no Union everywhere.
+        cluster, where = connect_cluster(target, timeout)
+        client = cast(redis.Redis, cluster)
+    elif target.is_sentinel:
         client, where = connect_sentinel(target, timeout)
     else:
         try:
@@ -117,8 +141,9 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
         except ValueError as exc:
             raise UsageError(
                 f"cannot use Redis URL {target.redacted} (from {target.source}): {scrub(str(exc), target)}; "
-                "expected redis://[[user]:password@]host[:port][/db], rediss://..., unix://... or "
-                "redis+sentinel://host[:port][,host[:port]...]/service[/db]"
+                "expected redis://[[user]:password@]host[:port][/db], rediss://..., unix://..., "
+                "redis+sentinel://host[:port][,host[:port]...]/service[/db] or "
+                "redis+cluster://host[:port][,host[:port]...]"
             ) from None
         check_files(client.connection_pool.connection_kwargs, target)
         check_options(client, target)

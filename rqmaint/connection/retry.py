@@ -11,13 +11,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.client
 from redis.backoff import NoBackoff
+from redis.exceptions import AskError
 from redis.retry import Retry
 
+from rqmaint.connection.errors import wrong_node
 from rqmaint.errors import UsageError
 
 RETRY_BUDGET_ENV = "RQMAINT_RETRY_BUDGET"
@@ -154,7 +156,10 @@ class _Pipeline(redis.client.Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         self._rqmaint_sent = False
-        return super().execute(raise_on_error)
+        try:
+            return super().execute(raise_on_error)
+        except AskError as exc:  # MOVED or ASK: a single-node URL of a cluster node
+            raise wrong_node(exc) from exc
 
     def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any) -> list[Any]:
         if self._rqmaint_sent:
@@ -169,7 +174,14 @@ class _Pipeline(redis.client.Pipeline):
 
 
 class RqmaintRedis(redis.Redis):
-    """redis.Redis whose pipelines never re-send a transaction (see :class:`_Pipeline`)."""
+    """redis.Redis whose pipelines never re-send a transaction (see :class:`_Pipeline`), and which says
+    what to do when its server is a cluster node that redirects (``MOVED``) instead of answering."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            return cast(Any, super()).execute_command(*args, **options)
+        except AskError as exc:
+            raise wrong_node(exc) from exc
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> redis.client.Pipeline:
         return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)

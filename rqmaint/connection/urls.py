@@ -17,6 +17,7 @@ URL_ENV_VARS = ("RQ_REDIS_URL", "REDIS_URL")
 CLIENT_NAME = "rqmaint"
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,16 @@ class Target:
         return redact_url(self.url)
 
     @property
+    def scheme(self) -> str:
+        return self.url.partition("://")[0].lower()
+
+    @property
     def is_sentinel(self) -> bool:
-        return self.url.partition("://")[0].lower() in SENTINEL_SCHEMES
+        return self.scheme in SENTINEL_SCHEMES
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.scheme in CLUSTER_SCHEMES
 
 
 def resolve_url(url: str | None, environ: Mapping[str, str] | None = None) -> Target:

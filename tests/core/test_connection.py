@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rqmaint.connection import redact_url, resolve_url
+from rqmaint.connection import Target, redact_url, resolve_url, scrub
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -29,10 +29,23 @@ def test_resolution_order():
         ("redis://ops@h/0", "redis://ops@h/0"),
         ("redis://h:6379/0", "redis://h:6379/0"),
         (f"redis://h/0?password={SECRET}", "redis://h/0?password=***"),
+        (f"redis+cluster://:{SECRET}@h1:7000,h2:7001", "redis+cluster://:***@h1:7000,h2:7001"),
+        (
+            f"rediss+cluster://ops:{SECRET}@h1,[::1]:7001?ssl_password={SECRET}",
+            "rediss+cluster://ops:***@h1,[::1]:7001?ssl_password=***",
+        ),
+        ("redis+cluster://p/ss@h1:7000,h2:7001", "redis+cluster://p/ss@h1:7000,h2:7001"),
+        ("redis+cluster://:pa/ss@h1:7000,h2:7001", "redis+cluster://:***@h1:7000,h2:7001"),
     ],
 )
 def test_redaction(url, shown):
     assert redact_url(url) == shown
+
+
+def test_cluster_url_secrets_are_scrubbed_from_messages():
+    target = Target(f"redis+cluster://ops:{SECRET}@h1:7000,h2:7001", "RQ_REDIS_URL")
+    text = scrub(f"AUTH ops {SECRET} failed on {target.url}", target)
+    assert SECRET not in text and "redis+cluster://ops:***@h1:7000,h2:7001" in text
 
 
 def test_env_url_is_used(cli, redis_url):

@@ -9,6 +9,7 @@ from rqmaint.connection import (
     RETRY_BUDGET_ENV,
     BudgetRetry,
     Target,
+    parse_cluster_url,
     parse_sentinel_url,
     resolve_url,
     retry_budget,
@@ -57,6 +58,44 @@ def test_bad_sentinel_urls(url, message):
         parse_sentinel_url(url)
 
 
+def test_cluster_url_forms():
+    spec = parse_cluster_url("redis+cluster://u:p%40w@n1,n2:7001,[::1]:7002", timeout=2)
+    assert spec.nodes == [("n1", 6379), ("n2", 7001), ("::1", 7002)] and not spec.tls
+    kw = spec.kwargs
+    assert (kw["username"], kw["password"]) == ("u", "p@w")
+    assert kw["socket_timeout"] == 2 and kw["socket_connect_timeout"] == 2
+    assert not {"host", "port", "db", "connection_class", "retry"} & set(kw)
+    assert parse_cluster_url("redis+cluster://n1/0", timeout=1).nodes == [("n1", 6379)]
+    tls = parse_cluster_url("REDISS+CLUSTER://n1:7000?ssl_ca_certs=/ca.pem&socket_timeout=7", timeout=1)
+    assert tls.tls and tls.kwargs["ssl"] is True and tls.kwargs["ssl_ca_certs"] == "/ca.pem"
+    assert tls.kwargs["socket_timeout"] == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://n1/3", "only database 0"),
+        ("redis+cluster://n1/0/x", "only database 0"),
+        ("redis+cluster://n1:x", "bad port"),
+        ("redis+cluster://n1,,n2", "empty cluster node address"),
+        ("redis+cluster://n1?read_from_replicas=1", "unknown option"),
+        ("redis+cluster://n1?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
+    ],
+)
+def test_bad_cluster_urls(url, message):
+    with pytest.raises(ValueError, match=message):
+        parse_cluster_url(url, timeout=1)
+
+
+def test_cluster_url_needs_a_hash_tagged_prefix(cli_bare):
+    # Given RQ's default prefix "rq" (no hash tag), When rqmaint is pointed at a cluster,
+    # Then it refuses before connecting (exit 2), saying which prefix to use.
+    result = cli_bare("status", env={"RQ_REDIS_URL": "redis+cluster://127.0.0.1:1"})
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("rqmaint: error: RQ's key prefix 'rq' has no hash tag")
+    assert "RQ_KEY_PREFIX={rq}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_resolution_order_holds_for_every_form():
     sentinel = "redis+sentinel://s1/m/0"
     assert resolve_url(None, {"RQ_REDIS_URL": sentinel, "REDIS_URL": "redis://b/0"}) == Target(
@@ -66,6 +105,10 @@ def test_resolution_order_holds_for_every_form():
     assert resolve_url("rediss://x/0", {"RQ_REDIS_URL": sentinel}).source == "--url"
     assert Target(sentinel, "--url").is_sentinel and Target("REDISS+SENTINEL://s/m", "x").is_sentinel
     assert not Target("redis://h/0", "--url").is_sentinel
+    cluster = "redis+cluster://n1:7000,n2:7001"
+    assert resolve_url(None, {"RQ_REDIS_URL": cluster}) == Target(cluster, "RQ_REDIS_URL")
+    assert Target(cluster, "--url").is_cluster and Target("REDISS+CLUSTER://n1", "x").is_cluster
+    assert not Target(cluster, "--url").is_sentinel and not Target("redis://h/0", "x").is_cluster
 
 
 def test_retry_budget_setting(cli_bare):
