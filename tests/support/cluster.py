@@ -13,12 +13,17 @@ both the port and its bus port free.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
+import subprocess
+import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -292,3 +297,122 @@ def start_cluster(
         for server in servers:
             server.stop()
         raise
+
+
+# -- RQ 3.0 on a cluster ------------------------------------------------------------------------------
+
+#: The hash-tagged prefix that puts all of RQ's keys (and rqmaint's) in one slot.
+RQ_PREFIX = "{rq}"
+
+#: Enqueue with RQ's own API, in a process where RQ read RQ_KEY_PREFIX at import (as RQ requires).
+#: argv: url, queue, JSON list of [func dotted path, args, kwargs]; prints the JSON list of ids.
+_ENQUEUE = """
+import json, sys
+from redis import Redis
+from rq import Queue
+url, queue, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+q = Queue(queue, connection=Redis.from_url(url))
+print(json.dumps([q.enqueue(func, *args, **kwargs).id for func, args, kwargs in specs]))
+"""
+
+#: Runs rqmaint's CLI with the prefix from RQ_KEY_PREFIX (``keys.configure()``), as the global
+#: ``--key-prefix``/``RQ_KEY_PREFIX`` wiring of the CLI does once it lands; harmless after that.
+RQMAINT_WITH_PREFIX = "import rqmaint.keys as k; k.configure(); from rqmaint.cli.main import main; main()"
+
+
+def rq_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of RQ processes on the cluster: the repo on PYTHONPATH, ``RQ_KEY_PREFIX={rq}``."""
+    from .workers import worker_env
+
+    return worker_env({"RQ_KEY_PREFIX": RQ_PREFIX, **(extra or {})})
+
+
+def rq_script(source: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c source args...`` with :func:`rq_env` (no check of the exit code)."""
+    from .workers import REPO_ROOT
+
+    return subprocess.run(
+        [sys.executable, "-c", source, *args],
+        cwd=REPO_ROOT,
+        env=rq_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def enqueue(url: str, queue: str, specs: Sequence[tuple[str, Sequence[Any], dict[str, Any]]]) -> list[str]:
+    """Enqueue jobs with RQ's ``Queue.enqueue`` over the single-node ``url`` (the owner of RQ's slot)."""
+    proc = rq_script(_ENQUEUE, url, queue, json.dumps([list(s) for s in specs]))
+    if proc.returncode != 0:
+        raise RuntimeError(f"enqueue failed:\n{proc.stderr}")
+    return [str(j) for j in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def rqmaint(url: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run rqmaint (a real process) on ``url`` with ``RQ_KEY_PREFIX={rq}``."""
+    from .cli import process_env, run_process
+
+    env = process_env(url, {"RQ_KEY_PREFIX": RQ_PREFIX})
+    return run_process([sys.executable, "-c", RQMAINT_WITH_PREFIX, *args], env=env, timeout=timeout)
+
+
+def rqmaint_json(url: str, *args: str) -> Any:
+    """``rqmaint ARGS --json``: the parsed document; fails with stderr if the exit code is not 0."""
+    proc = rqmaint(url, *args, "--json")
+    assert proc.returncode == 0, f"rqmaint {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+@dataclass
+class ClusterAbandoned:
+    queue: str
+    job_ids: list[str]
+    markers: list[Path]
+
+    def reruns(self) -> list[str]:
+        """Ids of the jobs that ran again (see :func:`tests.jobs.block`)."""
+        out: list[str] = []
+        for marker in self.markers:
+            path = Path(f"{marker}.reruns")
+            if path.exists():
+                out += path.read_text().split()
+        return out
+
+
+def make_abandoned_on(cluster: Cluster, queue: str, n: int, workdir: Path) -> ClusterAbandoned:
+    """``n`` :func:`tests.jobs.block` jobs enqueued by RQ and started by ``n`` stock RQ workers (on a
+    single-node connection to the master of RQ's slot), then every worker's session SIGKILLed mid-job,
+    and the deadlines moved 200 s into the past with the keys Redis would have expired by then deleted
+    (as :func:`tests.support.age_abandoned` does on one server)."""
+    from .workers import start_worker
+
+    owner_url = cluster.node_url(cluster.owner(RQ_PREFIX))
+    markers = [workdir / f"block-{uuid.uuid4().hex}.started" for _ in range(n)]
+    ids = enqueue(owner_url, queue, [("tests.jobs.block", [str(m)], {}) for m in markers])
+    client = cluster.client()
+    procs = [start_worker(owner_url, [queue], log_dir=workdir, env={"RQ_KEY_PREFIX": RQ_PREFIX}) for _ in ids]
+
+    def all_started() -> bool:
+        if not all(m.exists() for m in markers):
+            return False
+        statuses = [client.hget(f"{RQ_PREFIX}:job:{j}", "status") for j in ids]
+        return all(s == b"started" for s in statuses) and client.zcard(f"{RQ_PREFIX}:wip:{queue}") == n
+
+    wait_for(
+        all_started,
+        timeout=60,
+        what=f"{n} jobs started",
+        diagnostics=lambda: "\n".join(p.log() for p in procs),
+    )
+    for proc in procs:
+        proc.kill_session()
+    wip = f"{RQ_PREFIX}:wip:{queue}"
+    scores = {m: s - 200 for m, s in client.zrange(wip, 0, -1, withscores=True)}
+    client.zadd(wip, scores, xx=True)  # type: ignore[arg-type]
+    for pattern in (f"{RQ_PREFIX}:worker:*", f"{RQ_PREFIX}:execution:*", f"{RQ_PREFIX}:executions:*"):
+        for key in client.scan_iter(match=pattern):
+            if 0 <= int(client.pttl(key)) < 200_000:
+                client.delete(key)
+    return ClusterAbandoned(queue, ids, markers)

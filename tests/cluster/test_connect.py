@@ -1,0 +1,74 @@
+"""Connecting to a cluster: any reachable startup node is enough; one clear line (no password) when
+the cluster is unreachable, is not a cluster, refuses the password, or a single-node URL points at a
+node that does not serve RQ's slot."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import free_port, start_server
+from tests.support.cluster import RQ_PREFIX, rqmaint, rqmaint_json, slot_of, start_cluster
+
+SECRET = "Cl7-SECRET-p@ss/w:rd"
+ENC = "Cl7-SECRET-p%40ss%2Fw%3Ard"
+
+
+def _one_line_error(proc, code=1):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rqmaint: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_any_reachable_startup_node_is_enough(cluster, cc):
+    dead = f"127.0.0.1:{free_port()}"
+    live = cluster.nodes[-1].address  # a replica: the client learns the masters from it
+    doc = rqmaint_json(f"redis+cluster://{dead},{live}", "status")
+    assert doc["queues"] == []
+
+
+def test_unreachable_cluster(cluster):
+    line = _one_line_error(rqmaint(f"redis+cluster://127.0.0.1:{free_port()}", "status", "--timeout", "1"))
+    assert "cannot connect to the cluster redis+cluster://127.0.0.1:" in line
+    assert "(from RQ_REDIS_URL)" in line and "Connection refused" in line
+
+
+def test_a_single_server_is_not_a_cluster(cluster, tmp_path):
+    server = start_server(cluster.kind, workdir=tmp_path)
+    try:
+        line = _one_line_error(rqmaint(f"redis+cluster://127.0.0.1:{server.port}", "status"))
+    finally:
+        server.stop()
+    assert "is not a cluster (cluster support disabled): use redis://host:port" in line
+
+
+def test_single_node_url_of_a_node_without_rqs_slot(cluster, cc):
+    owner = cluster.owner(RQ_PREFIX)
+    other = next(m for m in cluster.masters() if m.node_id != owner.node_id)
+    line = _one_line_error(rqmaint(cluster.node_url(other), "status"))
+    assert f"does not serve hash slot {slot_of(RQ_PREFIX)} (node {owner.address} does)" in line
+    assert f"connect with redis+cluster://{owner.address}" in line
+
+
+@pytest.fixture(scope="module")
+def locked_cluster(cluster, tmp_path_factory):
+    """3 masters (no replicas) with requirepass SECRET."""
+    started = start_cluster(cluster.kind, 3, 0, workdir=tmp_path_factory.mktemp("locked"), password=SECRET)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_password_in_the_url_and_wrong_password_never_shown(locked_cluster):
+    assert rqmaint_json(locked_cluster.url, "status")["queues"] == []
+    hosts = ",".join(n.address for n in locked_cluster.nodes)
+    wrong = rqmaint(f"redis+cluster://:{ENC}x@{hosts}", "status", "--debug")
+    assert wrong.returncode == 1
+    assert SECRET not in wrong.stderr + wrong.stdout and ENC not in wrong.stderr + wrong.stdout
+    assert "Cl7-SECRET" not in wrong.stderr
+    line = wrong.stderr.strip().splitlines()[-1]
+    assert line.startswith("rqmaint: error: authentication to the cluster redis+cluster://:***@"), line
+    missing = _one_line_error(rqmaint(f"redis+cluster://{hosts}", "status"))
+    assert "authentication" in missing and "password" in missing
