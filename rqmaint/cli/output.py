@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol
 import redis
 import typer
 
-from rqmaint.connection import RetryBudgetExhausted, Target, TransactionInterrupted, scrub
+from rqmaint.connection import ClusterError, RetryBudgetExhausted, Target, TransactionInterrupted, scrub
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
 
 PROG = "rqmaint"
@@ -182,7 +182,7 @@ def guard(o: Output) -> Iterator[None]:
             o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
         where = o.target.redacted if o.target else "Redis"
         kind = type(exc).__name__
-        if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted)):
+        if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted, ClusterError)):
             fail(o, f"{kind} talking to {where}: {exc}", ExitCode.ERROR)  # the message says what to do
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             hint = "check that Redis is reachable, or raise --timeout"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from rqmaint import keys
+from rqmaint.connection import Target, connect
 from tests.support import free_port, start_server
 from tests.support.cluster import RQ_PREFIX, rqmaint, rqmaint_json, slot_of, start_cluster
 
@@ -48,7 +50,10 @@ def test_single_node_url_of_a_node_without_rqs_slot(cluster, cc):
     other = next(m for m in cluster.masters() if m.node_id != owner.node_id)
     line = _one_line_error(rqmaint(cluster.node_url(other), "status"))
     assert f"does not serve hash slot {slot_of(RQ_PREFIX)} (node {owner.address} does)" in line
-    assert f"connect with redis+cluster://{owner.address}" in line
+    assert line.endswith(
+        f"connect with redis+cluster://{owner.address} so that rqmaint follows the cluster "
+        "through slot migrations and failovers"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +77,27 @@ def test_password_in_the_url_and_wrong_password_never_shown(locked_cluster):
     assert line.startswith("rqmaint: error: authentication to the cluster redis+cluster://:***@"), line
     missing = _one_line_error(rqmaint(f"redis+cluster://{hosts}", "status"))
     assert "authentication" in missing and "password" in missing
+
+
+def test_a_command_rides_out_the_crash_of_rqs_master(cluster, cc):
+    # Given a connected client and a key in RQ's slot, replicated,
+    keys.configure(RQ_PREFIX)
+    try:
+        client = connect(Target(cluster.url, "test"), timeout=1, budget=60)
+    finally:
+        keys.configure(keys.DEFAULT_PREFIX)
+    client.set(f"{RQ_PREFIX}:probe", "before")
+    owner = cluster.owner(RQ_PREFIX)
+    assert owner.client().execute_command("WAIT", 1, 5000) >= 1
+    # When that master crashes (SIGKILL: its replica takes over after the node timeout, 3 s),
+    cluster.kill(owner)
+    try:
+        # Then the next commands wait within the retry budget and reach the promoted replica.
+        assert client.get(f"{RQ_PREFIX}:probe") == b"before"
+        client.set(f"{RQ_PREFIX}:probe", "after")
+        new_owner = cluster.owner(RQ_PREFIX)
+        assert new_owner.node_id != owner.node_id
+        assert new_owner.client().get(f"{RQ_PREFIX}:probe") == b"after"
+    finally:
+        cluster.restart(owner)  # back as a replica: the session's cluster has 3+3 nodes again
+    assert any(r.node_id == owner.node_id for r in cluster.replicas_of(cluster.owner(RQ_PREFIX)))

@@ -122,9 +122,12 @@ class Cluster:
             }
         return out
 
+    def _live(self) -> list[Node]:
+        return [n for n in self.nodes if n.server.proc.poll() is None]
+
     def owner_id(self, slot: int, node: Node | None = None) -> str | None:
-        """The id of the master that ``node`` (default: the first) says serves ``slot``."""
-        for node_id, info in self._view(node or self.nodes[0]).items():
+        """The id of the master that ``node`` (default: the first live one) says serves ``slot``."""
+        for node_id, info in self._view(node or self._live()[0]).items():
             if "master" not in info["flags"] or "fail" in info["flags"]:
                 continue
             for part in info["slots"].split():
@@ -145,12 +148,12 @@ class Cluster:
         return [self.by_id(i) for i, info in view.items() if info["master"] == master.node_id]
 
     def masters(self) -> list[Node]:
-        view = self._view(self.nodes[0])
+        view = self._view(self._live()[0])
         return [self.by_id(i) for i, info in view.items() if "master" in info["flags"] and info["slots"]]
 
     def _agreed(self) -> bool:
         owners: set[tuple[str | None, ...]] = set()
-        for node in self.nodes:
+        for node in self._live():  # a killed node has no say
             try:
                 info = node.client(decode_responses=True).execute_command("CLUSTER INFO")
             except redis.RedisError:
@@ -205,6 +208,22 @@ class Cluster:
         )
         self.wait_stable()
         return replica
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL ``node`` (a crash: no failover handshake, the others notice within the node timeout)."""
+        node.server.proc.kill()
+        node.server.proc.wait(timeout=10)
+
+    def restart(self, node: Node) -> None:
+        """Start a killed ``node`` again on its port with its nodes.conf: it rejoins (a demoted master
+        comes back as a replica of the node that replaced it)."""
+        old = node.server
+        start = old.argv.index("--enable-debug-command") + 2 + (2 if old.password is not None else 0)
+        extra = old.argv[start:]  # the cluster options start_server was given (see servers.py)
+        node.server = start_server(
+            self.kind, extra, workdir=self.workdir, port=old.port, password=old.password
+        )
+        self.wait_stable()
 
     def stop(self) -> None:
         for node in self.nodes:
