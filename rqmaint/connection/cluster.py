@@ -25,8 +25,9 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.cluster
 from redis.backoff import NoBackoff
-from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
+from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import Connection, parse_url
 from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.retry import Retry
@@ -34,7 +35,7 @@ from redis.retry import Retry
 from rqmaint import keys
 from rqmaint.connection.diagnosis import check_files, describe_failure
 from rqmaint.connection.errors import ClusterError
-from rqmaint.connection.retry import BudgetRetry
+from rqmaint.connection.retry import BudgetRetry, TransactionInterrupted
 from rqmaint.connection.urls import CLIENT_NAME, CLUSTER_SCHEMES, Target, host_port, scrub
 from rqmaint.errors import ConnectionFailed, UsageError
 
@@ -137,9 +138,7 @@ class RqmaintRedisCluster(RedisCluster):
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> Any:
         pipe = cast(Any, super()).pipeline(transaction=transaction, shard_hint=shard_hint)
-        if transaction:
-            pipe = _TransactionPipeline.adopt(pipe)
-        return pipe
+        return _send_once(pipe) if transaction else pipe
 
 
 def _translated(call: Callable[[], Any]) -> Any:
@@ -151,16 +150,29 @@ def _translated(call: Callable[[], Any]) -> Any:
         raise ClusterError(str(exc)) from exc
 
 
-class _TransactionPipeline:
-    """Namespace for turning redis-py's cluster transaction pipeline into a send-once one."""
+class _ClusterTransaction(ClusterPipeline):
+    """A cluster MULTI/EXEC pipeline that is sent at most once (as :class:`..retry._Pipeline` on one
+    server): redis-py re-sends a whole transaction after a dropped connection, and one that reached the
+    server may have been applied. It gets no retries, and a dropped connection during ``execute``
+    raises :class:`TransactionInterrupted`."""
 
-    @staticmethod
-    def adopt(pipe: Any) -> Any:
-        strategy = getattr(pipe, "_execution_strategy", None)
-        if strategy is not None and hasattr(strategy, "_retry"):
-            # redis-py re-sends a whole MULTI/EXEC after a dropped connection; it may have been applied.
-            strategy._retry = Retry(NoBackoff(), 0)
-        return pipe
+    def execute(self, raise_on_error: bool = True) -> Any:
+        try:
+            return cast(Any, super()).execute(raise_on_error)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TransactionInterrupted(
+                "the connection dropped while a MULTI/EXEC transaction was in flight; it was not re-sent "
+                "because it may already have been applied: run the command again (rqmaint re-checks "
+                f"the state) and check the result ({exc})"
+            ) from exc
+
+
+def _send_once(pipe: Any) -> Any:
+    strategy = getattr(pipe, "_execution_strategy", None)
+    if strategy is not None and hasattr(strategy, "_retry"):
+        strategy._retry = Retry(NoBackoff(), 0)  # WATCH/immediate commands and EXEC: one attempt each
+    pipe.__class__ = _ClusterTransaction
+    return pipe
 
 
 def connect_cluster(target: Target, timeout: float) -> tuple[RqmaintRedisCluster, str]:
@@ -176,6 +188,11 @@ def connect_cluster(target: Target, timeout: float) -> tuple[RqmaintRedisCluster
             "expected redis+cluster://[[user]:password@]host[:port][,host[:port]...]"
         ) from None
     check_files(spec.kwargs, target)
+    if not hasattr(redis.cluster, "TransactionStrategy"):
+        raise UsageError(
+            f"a Redis Cluster needs redis-py >= 6.1 for RQ's transactions (installed: redis "
+            f"{redis.__version__}): pip install 'redis>=6.1'"
+        )
     if keys.hash_tag() is None:
         raise UsageError(
             f"RQ's key prefix {keys.prefix()!r} has no hash tag, so RQ's keys are spread over the cluster's "
