@@ -47,7 +47,8 @@ GLOBAL_OPTIONS: list[tuple[str, Any, Any]] = [
                 "--url",
                 "-u",
                 metavar="URL",
-                help="Redis URL (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db). "
+                help="Redis URL (redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/service/db, "
+                "redis+cluster://h1:p1,h2:p2). "
                 "Default: env RQ_REDIS_URL, else REDIS_URL, "
                 "else redis://localhost:6379/0.",
                 show_default=False,
