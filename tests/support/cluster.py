@@ -435,3 +435,22 @@ def make_abandoned_on(cluster: Cluster, queue: str, n: int, workdir: Path) -> Cl
             if 0 <= int(client.pttl(key)) < 200_000:
                 client.delete(key)
     return ClusterAbandoned(queue, ids, markers)
+
+
+def clone_started(client: RedisCluster, queue: str, job_id: str, n: int) -> list[str]:
+    """``n`` copies of the abandoned (started) job ``job_id``: its hash under new ids (``DUMP``/``RESTORE``)
+    and a ``<prefix>:wip:<queue>`` member ``<new id>:<new execution id>`` with the original's score, as
+    :func:`tests.support.clone_job` does on one server. Returns the new ids."""
+    wip = f"{RQ_PREFIX}:wip:{queue}"
+    dump = client.dump(f"{RQ_PREFIX}:job:{job_id}")
+    assert dump is not None, f"job {job_id} does not exist"
+    score = next(
+        s for m, s in client.zrange(wip, 0, -1, withscores=True) if m.startswith(f"{job_id}:".encode())
+    )
+    new_ids = [str(uuid.uuid4()) for _ in range(n)]
+    pipe = client.pipeline(transaction=False)
+    for new_id in new_ids:
+        pipe.restore(f"{RQ_PREFIX}:job:{new_id}", 0, dump)
+        pipe.zadd(wip, {f"{new_id}:{uuid.uuid4().hex}": score})
+    pipe.execute()
+    return new_ids
