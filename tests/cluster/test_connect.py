@@ -8,7 +8,7 @@ import pytest
 
 from rqmaint import keys
 from rqmaint.connection import Target, connect
-from tests.support import free_port, start_server
+from tests.support import free_port, start_server, wait_for
 from tests.support.cluster import RQ_PREFIX, rqmaint, rqmaint_json, slot_of, start_cluster
 
 SECRET = "Cl7-SECRET-p@ss/w:rd"
@@ -100,4 +100,8 @@ def test_a_command_rides_out_the_crash_of_rqs_master(cluster, cc):
         assert new_owner.client().get(f"{RQ_PREFIX}:probe") == b"after"
     finally:
         cluster.restart(owner)  # back as a replica: the session's cluster has 3+3 nodes again
-    assert any(r.node_id == owner.node_id for r in cluster.replicas_of(cluster.owner(RQ_PREFIX)))
+    wait_for(
+        lambda: any(r.node_id == owner.node_id for r in cluster.replicas_of(cluster.owner(RQ_PREFIX))),
+        timeout=30,
+        what="the restarted node to rejoin as a replica of RQ's master",
+    )

@@ -199,13 +199,20 @@ class Cluster:
         assert replicas, f"master {master.address} has no replica"
         replica = replicas[0]
         wait_for(lambda: _link_up(replica), timeout=30, what=f"replica {replica.address} to be in sync")
-        replica.client().execute_command("CLUSTER FAILOVER")
-        wait_for(
-            lambda: "master" in self._view(replica)[replica.node_id]["flags"],
-            timeout=30,
-            what=f"replica {replica.address} to become master",
-            interval=0.1,
-        )
+
+        def promoted() -> bool:
+            return "master" in self._view(replica)[replica.node_id]["flags"]
+
+        for attempt in range(3):  # a manual failover that times out (a loaded machine) is asked again
+            replica.client().execute_command("CLUSTER FAILOVER")
+            try:
+                wait_for(
+                    promoted, timeout=15, what=f"replica {replica.address} to become master", interval=0.1
+                )
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
         self.wait_stable()
         return replica
 
