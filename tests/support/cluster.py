@@ -33,6 +33,14 @@ from redis.crc import key_slot
 from .servers import HOST, ServerInfo, start_server
 from .waiting import wait_for
 
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path  # valid for 127.0.0.1
+    key: Path
+
+
 SLOTS = 16384
 BUS_OFFSET = 10000
 PORT_RANGE = (20000, 44999)
@@ -64,6 +72,7 @@ def slot_of(key: str | bytes) -> int:
 class Node:
     server: ServerInfo
     node_id: str
+    tls_port: int | None = None  # with TLS: clients and the cluster bus (tls_port + 10000) use TLS
 
     @property
     def port(self) -> int:
@@ -92,8 +101,12 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        """rqmaint's cluster URL listing the first three nodes (any one of them would do)."""
+        """rqmaint's cluster URL listing the first three nodes (any one of them would do); with TLS,
+        ``rediss+cluster://`` to their TLS ports (add ``?ssl_ca_certs=``)."""
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        if self.nodes[0].tls_port is not None:
+            hosts = ",".join(f"{n.server.host}:{n.tls_port}" for n in self.nodes[:3])
+            return f"rediss+cluster://{auth}{hosts}"
         return f"redis+cluster://{auth}" + ",".join(n.address for n in self.nodes[:3])
 
     def node_url(self, node: Node) -> str:
@@ -246,19 +259,36 @@ def _link_up(replica: Node) -> bool:
     return bool(info.get("master_link_status") == "up")
 
 
-def _start_node(kind: str, workdir: Path, extra_args: Sequence[str], password: str | None) -> ServerInfo:
+def _start_node(
+    kind: str, workdir: Path, extra_args: Sequence[str], password: str | None, tls: TlsFiles | None = None
+) -> tuple[ServerInfo, int | None]:
     last: Exception | None = None
     for _ in range(5):
         port = cluster_port()
+        tls_port = cluster_port() if tls is not None else None
+        tls_args = (
+            [
+                "--tls-port", str(tls_port),
+                "--tls-cert-file", str(tls.cert),
+                "--tls-key-file", str(tls.key),
+                "--tls-ca-cert-file", str(tls.ca),
+                "--tls-auth-clients", "no",
+                "--tls-cluster", "yes",
+                "--tls-replication", "yes",
+            ]
+            if tls is not None
+            else []
+        )  # fmt: skip
         args = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(workdir / f"nodes-{port}.conf"),
             "--cluster-node-timeout", "3000",
             *(["--masterauth", password] if password is not None else []),
+            *tls_args,
             *extra_args,
         ]  # fmt: skip
         try:
-            return start_server(kind, args, workdir=workdir, port=port, password=password)
+            return start_server(kind, args, workdir=workdir, port=port, password=password), tls_port
         except (RuntimeError, AssertionError) as exc:  # lost the port race: try another pair
             last = exc
     raise RuntimeError(f"could not start a {kind} cluster node: {last}")
@@ -272,17 +302,23 @@ def start_cluster(
     workdir: Path | None = None,
     extra_args: Sequence[str] = (),
     password: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> Cluster:
     """Start a cluster of ``masters`` masters with ``replicas`` replicas each; stop it with ``stop()``.
 
-    ``password`` sets ``requirepass`` (and ``masterauth``) on every node. Every node dies with the test
-    process (``PR_SET_PDEATHSIG``, as :func:`start_server`)."""
+    ``password`` sets ``requirepass`` (and ``masterauth``) on every node. ``tls``: every node also
+    listens with TLS on a port of its own (:attr:`Node.tls_port`), and the cluster bus and replication
+    use TLS (``tls-cluster``/``tls-replication``); the plain port stays for the test's own clients.
+    Every node dies with the test process (``PR_SET_PDEATHSIG``, as :func:`start_server`)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix=f"rqmaint-{kind}-cluster-"))
     servers: list[ServerInfo] = []
     try:
+        tls_ports: list[int | None] = []
         for _ in range(masters * (1 + replicas)):
-            servers.append(_start_node(kind, workdir, extra_args, password))
-        nodes = [Node(s, _myid(s)) for s in servers]
+            server, tls_port = _start_node(kind, workdir, extra_args, password, tls)
+            servers.append(server)
+            tls_ports.append(tls_port)
+        nodes = [Node(s, _myid(s), t) for s, t in zip(servers, tls_ports, strict=True)]
         cluster = Cluster(kind, nodes, workdir, list(extra_args))
         per = SLOTS // masters
         for i, node in enumerate(nodes[:masters]):
@@ -292,7 +328,8 @@ def start_cluster(
             c.execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)
         first = nodes[0].client()
         for node in nodes[1:]:
-            first.execute_command("CLUSTER MEET", node.server.host, node.port)
+            # the bus port is port + 10000, of the TLS port when the bus uses TLS
+            first.execute_command("CLUSTER MEET", node.server.host, node.tls_port or node.port)
         wait_for(
             lambda: all(len(cluster._view(n)) == len(nodes) for n in nodes),
             timeout=30,
