@@ -30,7 +30,7 @@ not).
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -108,8 +108,23 @@ __all__ = [
     "retry_budget",
     "retryable",
     "scrub",
+    "tolerant_on_connect",
     "url_secrets",
 ]
+
+
+def tolerant_on_connect(connection: Any) -> None:
+    """redis-py's connection handshake, except that a server with ``CLIENT`` renamed away (``rename-command
+    CLIENT ""``: unknown command) gets an unnamed connection instead of a refusal; RQ's workers run
+    there too. Used as every rqmaint connection's ``redis_connect_func`` (ported from the lease work's
+    change to the former ``connection.py``; a cluster client keeps redis-py's own handshake)."""
+    try:
+        connection.on_connect()
+    except redis.ResponseError as exc:
+        if not connection.client_name or "unknown command" not in str(exc).lower():
+            raise
+        connection.client_name = None  # this connection (and its reconnects) stays unnamed
+        connection.on_connect()
 
 
 def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | None = None) -> redis.Redis:
@@ -128,7 +143,7 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
         cluster, where = connect_cluster(target, timeout)
         client = cast(redis.Redis, cluster)
     elif target.is_sentinel:
-        client, where = connect_sentinel(target, timeout)
+        client, where = connect_sentinel(target, timeout, tolerant_on_connect)
     else:
         try:
             client = RqmaintRedis.from_url(
@@ -136,6 +151,7 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 client_name=CLIENT_NAME,
+                redis_connect_func=tolerant_on_connect,
                 retry=NO_RETRY,
             )
         except ValueError as exc:

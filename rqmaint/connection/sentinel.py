@@ -4,6 +4,7 @@ the sentinels know no usable master."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -179,7 +180,9 @@ def _discover_master(sentinel: Sentinel, spec: SentinelSpec, target: Target, tim
     )
 
 
-def connect_sentinel(target: Target, timeout: float) -> tuple[redis.Redis, str]:
+def connect_sentinel(
+    target: Target, timeout: float, on_connect: Callable[[Any], None]
+) -> tuple[redis.Redis, str]:
     """A client for the master of a ``redis+sentinel://`` target (not yet PINGed), and its description."""
     try:
         spec = parse_sentinel_url(target.url, timeout)
@@ -190,6 +193,7 @@ def connect_sentinel(target: Target, timeout: float) -> tuple[redis.Redis, str]:
         ) from None
     check_files(spec.master_kwargs, target)
     spec.master_kwargs.setdefault("client_name", CLIENT_NAME)
+    spec.master_kwargs.setdefault("redis_connect_func", on_connect)
     sentinel = cast(Any, Sentinel)(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
     client: redis.Redis = sentinel.master_for(
         spec.service,
