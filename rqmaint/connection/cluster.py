@@ -238,10 +238,10 @@ def describe_cluster_failure(
             f"{where} (from {target.source}) is not a cluster (cluster support disabled): use "
             "redis://host:port for a single server"
         )
-    if "All slots are not covered" in msg or "not covered" in msg:
+    if "slots are not covered" in msg or "not covered" in msg:
         return ConnectionFailed(
-            f"{where} (from {target.source}) does not serve every hash slot ({msg}): check the cluster "
-            "(CLUSTER INFO cluster_state) or add require_full_coverage=... once it is repaired"
+            f"{where} (from {target.source}) does not serve every hash slot ({msg}): repair the cluster "
+            "(CLUSTER INFO shows cluster_state) and run again"
         )
     if isinstance(cause, (redis.RedisError, OSError)) and cause is not exc:
         return describe_failure(cause, where, target, timeout)

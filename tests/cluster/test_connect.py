@@ -25,7 +25,7 @@ def _one_line_error(proc, code=1):
 
 def test_any_reachable_startup_node_is_enough(cluster, cc):
     dead = f"127.0.0.1:{free_port()}"
-    live = cluster.nodes[-1].address  # a replica: the client learns the masters from it
+    live = cluster.nodes[-1].address  # started as a replica: the client learns the masters from any node
     doc = rqmaint_json(f"redis+cluster://{dead},{live}", "status")
     assert doc["queues"] == []
 
@@ -105,3 +105,18 @@ def test_a_command_rides_out_the_crash_of_rqs_master(cluster, cc):
         timeout=30,
         what="the restarted node to rejoin as a replica of RQ's master",
     )
+
+
+def test_a_cluster_with_uncovered_slots(cluster, tmp_path):
+    # Given a cluster node that gave up some slots (it now sees nobody serving them: cluster_state:fail),
+    broken = start_cluster(cluster.kind, 3, 0, workdir=tmp_path)
+    try:
+        node = broken.nodes[0]
+        node.client().execute_command("CLUSTER DELSLOTSRANGE", 0, 99)
+        state = lambda: node.client(decode_responses=True).execute_command("CLUSTER INFO")["cluster_state"]  # noqa: E731
+        wait_for(lambda: state() == "fail", timeout=30, what="the node to report cluster_state:fail")
+        # When rqmaint reads the slot map from that node, Then it says so in one line.
+        line = _one_line_error(rqmaint(f"redis+cluster://{node.address}", "status"))
+    finally:
+        broken.stop()
+    assert "does not serve every hash slot" in line and "repair the cluster" in line
