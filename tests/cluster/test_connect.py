@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rqmaint import keys
-from rqmaint.connection import Target, connect
+from rqmaint.connection import Target, TransactionInterrupted, connect
 from tests.support import free_port, start_server, wait_for
 from tests.support.cluster import RQ_PREFIX, rqmaint, rqmaint_json, slot_of, start_cluster
 
@@ -120,3 +120,31 @@ def test_a_cluster_with_uncovered_slots(cluster, tmp_path):
     finally:
         broken.stop()
     assert "does not serve every hash slot" in line and "repair the cluster" in line
+
+
+def test_a_transaction_is_never_resent(cluster, cc):
+    # Given a WATCH ... MULTI/EXEC transaction on RQ's slot (as RQ's code runs them inside clean),
+    keys.configure(RQ_PREFIX)
+    try:
+        client = connect(Target(cluster.url, "test"), timeout=1, budget=30)
+    finally:
+        keys.configure(keys.DEFAULT_PREFIX)
+    key = f"{RQ_PREFIX}:counter"
+    pipe = client.pipeline()
+    pipe.watch(key)
+    # When the connection drops before EXEC (every rqmaint connection to that master killed),
+    owner = cluster.owner(RQ_PREFIX)
+    admin = owner.client(decode_responses=True)
+    killed = [c["id"] for c in admin.client_list() if c.get("name") == "rqmaint"]
+    assert killed and all(admin.execute_command("CLIENT", "KILL", "ID", i) for i in killed)
+    pipe.multi()
+    pipe.incr(key)
+    # Then it is not sent again (it might have been applied): the caller is told to run again.
+    with pytest.raises(TransactionInterrupted, match="it was not re-sent"):
+        pipe.execute()
+    assert cc.get(key) is None
+    # And the client goes on: the next transaction runs once.
+    with client.pipeline() as again:
+        again.incr(key)
+        assert again.execute() == [1]
+    assert cc.get(key) == b"1"
