@@ -617,6 +617,19 @@ def _discover_master(sentinel: Sentinel, spec: SentinelSpec, target: Target, tim
     )
 
 
+def tolerant_on_connect(connection: Any) -> None:
+    """redis-py's connection handshake, except that a server with ``CLIENT`` renamed away (``rename-command
+    CLIENT ""``: unknown command) gets an unnamed connection instead of a refusal; RQ's workers run
+    there too. Used as every rqmaint connection's ``redis_connect_func``."""
+    try:
+        connection.on_connect()
+    except redis.ResponseError as exc:
+        if not connection.client_name or "unknown command" not in str(exc).lower():
+            raise
+        connection.client_name = None  # this connection (and its reconnects) stays unnamed
+        connection.on_connect()
+
+
 def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | None = None) -> redis.Redis:
     """A client for ``target``; raises ConnectionFailed (with a redacted message) if it cannot PING.
 
@@ -637,6 +650,7 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
             ) from None
         _check_files(spec.master_kwargs, target)
         spec.master_kwargs.setdefault("client_name", CLIENT_NAME)
+        spec.master_kwargs.setdefault("redis_connect_func", tolerant_on_connect)
         sentinel = cast(Any, Sentinel)(spec.sentinels, sentinel_kwargs=spec.sentinel_kwargs)
         client = sentinel.master_for(
             spec.service,
@@ -655,6 +669,7 @@ def connect(target: Target, timeout: float = DEFAULT_TIMEOUT, budget: float | No
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 client_name=CLIENT_NAME,
+                redis_connect_func=tolerant_on_connect,
                 retry=NO_RETRY,
             )
         except ValueError as exc:
