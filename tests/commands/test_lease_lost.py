@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.commands.lease_hooks import GO_FILE_ENV
+from tests.commands.lease_hooks import GO_FILE_ENV, waiting_marker
 from tests.hardening.infra import abandoned_jobs, assert_each_once
 from tests.support import ServerInfo, process_env, rqmaint_argv, wait_for
 from tests.support.stallproxy import StallProxy
@@ -67,7 +67,7 @@ def _mid_clean(
         "clean", "-q", "default", "--lock-ttl", TTL, "--exception-handler", HANDLER, "--json",
         env={GO_FILE_ENV: str(go)},
     )  # fmt: skip
-    wait_for(lambda: proc.poll() is not None or client.exists("test:hanging"), timeout=60, what="mid-clean")
+    wait_for(lambda: proc.poll() is not None or waiting_marker(go).exists(), timeout=60, what="mid-clean")
     assert proc.poll() is None, proc.communicate()
     assert _ours(client, proc)
     wait_for(lambda: proxy.opened["lease"] >= 1, timeout=10, what="a renewal on the lease's own connection")
