@@ -1,7 +1,8 @@
 """The honest lease (issue 8 item 5): ``clean`` and ``requeue-abandoned`` as real processes, through a
 proxy (tests/support/stallproxy.py) that can stall rqmaint's renewal connection alone. When the lock is
 stolen mid-run, or the renewals stall while the run goes on, the run stops at the next safe point,
-reports ``lease-lost`` and exits 3, and every job is in exactly one place, as many as before."""
+reports ``lease-lost`` and exits 3, and every job is in exactly one place, as many as before. Also
+``CLIENT PAUSE WRITE`` for three lease TTLs while the main connection times out and retries."""
 
 from __future__ import annotations
 
@@ -146,4 +147,28 @@ def test_requeue_stops_when_its_renewals_stall(client, proxy, abandon):
     # ... and stops at the first safe point one lease TTL after the last confirmed renewal
     queue, _err = _finish(proc)
     assert not client.exists(LOCK)
+    _check_requeue(client, ids, queue)
+
+
+def test_requeue_stops_when_redis_pauses_writes_past_the_lease_while_the_main_connection_retries(
+    client, proxy, abandon, server
+):
+    # Given requeue-abandoned mid-run with a 1 s lease and a 1 s socket timeout on its main connection
+    ids = abandoned_jobs(client, abandon, "default", 600)
+    proxy.slow("main", 0.02)
+    proc = _spawn(
+        proxy.url(),
+        "requeue-abandoned", "-q", "default", "--batch-size", "5", "--lock-ttl", TTL, "--timeout", "1",
+        "--json",
+    )  # fmt: skip
+    wait_for(
+        lambda: proc.poll() is not None or (client.llen("rq:queue:default") >= 5 and proxy.opened["lease"]),
+        timeout=60,
+        what="mid-requeue, after a renewal",
+    )
+    # When Redis pauses every write for 3 s: the main connection's next script call times out and is
+    # retried (its retry budget is 30 s), and the renewals cannot get through either
+    client.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    # Then, once writes resume, the run stops at its next safe point: the lease ran out meanwhile
+    queue, _err = _finish(proc)
     _check_requeue(client, ids, queue)
