@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from rqmaint import keys, lock, rqcompat
+from rqmaint import clock, keys, lock, rqcompat
 from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
@@ -95,7 +95,7 @@ def _job_id(member: str) -> str:
 
 def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan:
     """Read-only preview of a queue's cleaning (a few round trips, no RQ code, no unpickling)."""
-    now = time.time() if now is None else now
+    now = clock.redis_now(client) if now is None else now
     score = int(now)
     deferred_expires = rqcompat.deferred_cleanup_expires()  # 2.0-2.7 only (1.16: no step; 2.8: no-op)
     strips = rqcompat.started_membership_strips_execution()  # how RQ tests "in the started registry"
@@ -299,6 +299,7 @@ def clean_queue(
             result.requeue = Requeuer(client, queue, opts.requeue).run()
         result.duration = time.monotonic() - started
         return result
+    clock.check_skew(client)  # RQ's code judges by the local clock: refuse if it is off (exit 1)
     with lock.held(client, queue, opts.lock_ttl, opts.wait) as lease:
         if lease is None:
             holder = lock.inspect(client, [queue])[0]

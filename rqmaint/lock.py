@@ -3,6 +3,15 @@
 RQ workers write the value ``"1"`` with ``SET NX EX 899`` and ``DEL`` it after cleaning. rqmaint uses
 the same key, so workers and rqmaint exclude each other, but writes a value that names its holder and
 releases only with a compare-and-delete, so it never removes a lock that changed hands.
+
+The lease is honest: it is renewed on a connection of its own (:func:`renewal_client`: the main
+client's settings, a short socket timeout, no retries), so a renewal never waits behind the main
+connection's work or its retry budget; and the lease counts as held only until one TTL after the last
+renewal Redis confirmed (``Lease.check``), so a lost or unrenewable lease is noticed within one TTL
+whatever the renewal thread is doing. Without ``EVALSHA`` (an ACL denies it, or it is renamed) the
+lock is renewed and released by a WATCH/GET/MULTI/EXEC compare-and-set instead of the scripts.
+
+Ages and "since" come from Redis ``TIME`` (:mod:`rqmaint.clock`), never from the local clock.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from rqmaint import __version__, keys, scripts
+from rqmaint import __version__, clock, keys, scripts
 
 RQ_LOCK_TTL = 899  # seconds; what RQ's Queue.acquire_maintenance_lock sets
 DEFAULT_LEASE = 60.0  # seconds; rqmaint's lease, renewed in the background
@@ -27,6 +39,9 @@ HOLDER_RQ = "rq-worker"
 HOLDER_RQMAINT = "rqmaint"
 HOLDER_OTHER = "other"
 HOLDER_NONE = "none"
+#: The name of a lease's renewal connection (``CLIENT LIST``), when the main connection is named.
+LEASE_CLIENT_NAME = "rqmaint-lease"
+RENEW_TIMEOUT_CAP = 5.0  # seconds: a renewal's socket timeout is ttl/3, at most this
 
 
 @dataclass(frozen=True)
@@ -39,8 +54,11 @@ class Holder:
     token: str
 
     @classmethod
-    def new(cls) -> Holder:
-        return cls(socket.gethostname(), os.getpid(), time.time(), secrets.token_hex(8))
+    def new(cls, since: float | None = None) -> Holder:
+        """A new holder value; ``since`` should be Redis's ``TIME`` (the local clock if not given)."""
+        return cls(
+            socket.gethostname(), os.getpid(), time.time() if since is None else since, secrets.token_hex(8)
+        )
 
     def value(self) -> str:
         return json.dumps(
@@ -143,20 +161,100 @@ def interpret(queue: str, raw_value: bytes | None, pttl: int, now: float) -> Loc
 
 
 def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
-    """The lock of every queue in ``queues``, in one round trip. Read-only."""
+    """The lock of every queue in ``queues``, in one round trip (ages by Redis's ``TIME``). Read-only."""
     pipe = client.pipeline(transaction=False)
     for q in queues:
         pipe.get(keys.clean_lock(q))
         pipe.pttl(keys.clean_lock(q))
+    pipe.time()
     replies = pipe.execute()
-    now = time.time()
+    now = clock.from_time_reply(replies.pop())
     return [interpret(q, replies[2 * i], int(replies[2 * i + 1]), now) for i, q in enumerate(queues)]
 
 
 def release_if(client: redis.Redis, queue: str, expected_value: str | bytes) -> bool:
     """Delete the lock only if it still holds ``expected_value`` (compared byte for byte: pass
-    ``LockInfo.raw`` for a value read from Redis, which may not be UTF-8). True if deleted."""
-    return bool(scripts.run(client, "lock_release", [keys.clean_lock(queue)], [expected_value]))
+    ``LockInfo.raw`` for a value read from Redis, which may not be UTF-8). True if deleted.
+
+    Where the script cannot run (``EVALSHA``/``EVAL`` denied by an ACL, or renamed away), the same
+    compare-and-delete is done with WATCH/GET/MULTI/DEL/EXEC, so a run never leaves its lock behind
+    for a whole lease because of missing script permissions."""
+    key = keys.clean_lock(queue)
+    try:
+        return bool(scripts.run(client, "lock_release", [key], [expected_value]))
+    except redis.ResponseError as exc:
+        if not scripts_unavailable(exc):
+            raise
+    return _compare_and_set(client, key, expected_value, None)
+
+
+def scripts_unavailable(exc: BaseException) -> bool:
+    """The server refuses to run scripts for this user: NOPERM for EVALSHA/EVAL/SCRIPT, or the
+    command was renamed away (unknown command)."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return True
+    text = str(exc).lower()
+    return text.startswith(("noperm", "unknown command")) or "unknown command" in text
+
+
+def _compare_and_set(client: redis.Redis, key: str, expected: str | bytes, px: int | None) -> bool:
+    """Without a script: if ``key`` holds exactly ``expected``, delete it (``px`` None) or set its TTL to
+    ``px`` ms, in a WATCH/MULTI/EXEC transaction (aborted if the key changes meanwhile). True if done."""
+    want = expected.encode("utf-8") if isinstance(expected, str) else expected
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            cast(Any, pipe).watch(key)
+            current = pipe.get(key)
+            if (current.encode("utf-8") if isinstance(current, str) else current) != want:
+                pipe.unwatch()
+                return False
+            pipe.multi()
+            if px is None:
+                pipe.delete(key)
+            else:
+                pipe.pexpire(key, px)
+            replies = pipe.execute()
+        except redis.WatchError:
+            return False
+    return bool(replies and replies[0])
+
+
+def renewal_client(client: redis.Redis, timeout: float, name: str = LEASE_CLIENT_NAME) -> redis.Redis:
+    """A client of its own for a lease's renewals: the same server, credentials, TLS and database as
+    ``client`` (cloned from its connection pool's settings), with ``timeout`` as socket and connect
+    timeout and no retries, so a renewal fails fast instead of waiting out the main client's retry
+    budget. A named main connection gives this one ``name``. A client whose pool cannot be cloned (e.g.
+    a cluster client) is returned as is."""
+    pool = getattr(client, "connection_pool", None)
+    base = getattr(pool, "connection_kwargs", None)
+    if pool is None or not isinstance(base, dict) or not isinstance(pool, redis.ConnectionPool):
+        return client
+    kwargs = dict(base)
+    kwargs.update(
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name if kwargs.get("client_name") else None,
+    )
+    kwargs.pop("connection_pool", None)
+    new_pool: redis.ConnectionPool
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(pool, SentinelConnectionPool):
+        new_pool = cast(Any, SentinelConnectionPool)(
+            pool.service_name,
+            pool.sentinel_manager,
+            connection_class=pool.connection_class,
+            is_master=pool.is_master,
+            check_connection=pool.check_connection,
+            max_connections=2,
+            **kwargs,
+        )
+    elif type(pool) in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        new_pool = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs)
+    else:
+        return client
+    return redis.Redis(connection_pool=new_pool, retry=Retry(NoBackoff(), 0))
 
 
 class LeaseLost(Exception):
@@ -169,7 +267,13 @@ class StopRequested(Exception):
 
 @dataclass
 class Lease:
-    """A held lock, renewed in a background thread until released."""
+    """A held lock, renewed in a background thread (on a connection of its own) until released.
+
+    The lease counts as held until ``ttl`` seconds after the last renewal Redis confirmed (measured
+    from when that renewal, or the acquiring SET, was sent: Redis set the key's TTL after that), so
+    :meth:`check` notices a lost or unrenewable lease within one TTL even if the renewal thread is
+    stuck. A renewal that finds another value (the lock was taken or released) ends the lease at once.
+    """
 
     client: redis.Redis
     queue: str
@@ -178,7 +282,10 @@ class Lease:
     _lost: threading.Event = field(default_factory=threading.Event, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+    _confirmed: float = field(default=0.0, init=False)  # time.monotonic() of the last confirmed send
+    _renewer: redis.Redis | None = field(default=None, init=False, repr=False)
     renewals: int = field(default=0, init=False)
+    lost_reason: str | None = field(default=None, init=False)
 
     @property
     def key(self) -> str:
@@ -189,51 +296,86 @@ class Lease:
         return self.holder.value()
 
     @property
+    def renew_timeout(self) -> float:
+        """Socket timeout of one renewal: a third of the TTL (at most RENEW_TIMEOUT_CAP seconds)."""
+        return max(0.05, min(RENEW_TIMEOUT_CAP, self.ttl / 3.0))
+
+    @property
+    def expires_in(self) -> float:
+        """Seconds until the lease runs out unless a renewal is confirmed first."""
+        return self._confirmed + self.ttl - time.monotonic()
+
+    @property
     def lost(self) -> bool:
+        if not self._lost.is_set() and self._confirmed and self.expires_in <= 0:
+            self._lose(f"no renewal confirmed by Redis for {self.ttl:g} s (the lease TTL)")
         return self._lost.is_set()
 
+    def _lose(self, reason: str) -> None:
+        if not self._lost.is_set():
+            self.lost_reason = reason
+            self._lost.set()
+
     def try_acquire(self) -> bool:
+        sent = time.monotonic()
         if self.client.set(self.key, self.value, nx=True, px=int(self.ttl * 1000)):
+            self._confirmed = sent
             return True
         # A SET re-sent after a dropped connection (connection.BudgetRetry) finds the value its first,
-        # applied, attempt wrote: that lock is ours.
-        return decode(self.client.get(self.key)) == self.value
+        # applied, attempt wrote: that lock is ours (its TTL was set before the re-sent SET was sent).
+        if decode(self.client.get(self.key)) == self.value:
+            self._confirmed = sent
+            return True
+        return False
 
     def start_renewing(self) -> None:
+        self._renewer = renewal_client(self.client, self.renew_timeout)
         self._thread = threading.Thread(
             target=self._renew_loop, name=f"rqmaint-lease-{self.queue}", daemon=True
         )
         self._thread.start()
 
+    def _renew_once(self, renewer: redis.Redis) -> bool:
+        px = int(self.ttl * 1000)
+        try:
+            return bool(scripts.run(renewer, "lock_renew", [self.key], [self.value, px]))
+        except redis.ResponseError as exc:
+            if not scripts_unavailable(exc):
+                raise
+        return _compare_and_set(renewer, self.key, self.value, px)
+
     def _renew_loop(self) -> None:
+        renewer = self._renewer or self.client
         interval = max(0.05, self.ttl / 3.0)
-        failures_since = None
-        while not self._stop.wait(interval):
-            try:
-                ok = scripts.run(self.client, "lock_renew", [self.key], [self.value, int(self.ttl * 1000)])
-            except redis.RedisError:
-                # A renewal that cannot reach Redis: keep trying until the lease would have run out.
-                now = time.monotonic()
-                failures_since = failures_since or now
-                if now - failures_since >= self.ttl:
-                    self._lost.set()
+        try:
+            while not self._stop.wait(interval):
+                if self.lost:  # ran out while the last attempts failed
                     return
-                continue
-            failures_since = None
-            if not ok:
-                self._lost.set()
-                return
-            self.renewals += 1
+                sent = time.monotonic()
+                try:
+                    ok = self._renew_once(renewer)
+                except redis.RedisError:
+                    # Unreachable, timed out, refused: try again at the next interval until the lease
+                    # runs out (``lost`` above); each attempt is bounded by the renewal client's timeout.
+                    continue
+                if not ok:
+                    self._lose("the lock no longer holds this run's value (expired, released or taken)")
+                    return
+                self._confirmed = max(self._confirmed, sent)
+                self.renewals += 1
+        finally:
+            if renewer is not self.client:
+                renewer.connection_pool.disconnect()
 
     def check(self) -> None:
-        """A safe point: raise LeaseLost if the lease is gone."""
-        if self._lost.is_set():
-            raise LeaseLost(f"lost the lock {self.key} while working")
+        """A safe point: raise LeaseLost if the lease is gone or has run out unrenewed."""
+        if self.lost:
+            raise LeaseLost(f"lost the lock {self.key} while working: {self.lost_reason}")
 
     def release(self) -> bool:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=self.renew_timeout + 5)
         try:
             return release_if(self.client, self.queue, self.value)
         except redis.RedisError:
@@ -242,7 +384,7 @@ class Lease:
 
 def acquire(client: redis.Redis, queue: str, ttl: float, wait: float) -> Lease | None:
     """Try to take ``queue``'s lock, retrying for up to ``wait`` seconds. None if another holder keeps it."""
-    lease = Lease(client, queue, ttl)
+    lease = Lease(client, queue, ttl, Holder.new(since=clock.redis_now(client)))
     deadline = time.monotonic() + max(0.0, wait)
     delay = 0.05
     while True:

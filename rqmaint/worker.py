@@ -7,8 +7,14 @@ construct it in Python like RQ's ``Worker``. Every ``maintenance_interval``, per
    value, a lease renewed in the background, a compare-and-delete release in a ``finally``), so stock
    RQ workers, other rqmaint workers and the rqmaint CLI exclude each other through that one key, and a
    crash blocks the others for one lease, not RQ's 899 s;
-2. requeues the queue's abandoned jobs with rqmaint's atomic engine (poison limit included);
-3. runs RQ's own cleaning of that queue (:func:`rqmaint.clean.run_rq_steps`).
+2. requeues the queue's abandoned jobs with rqmaint's atomic engine (poison limit included), deadlines
+   judged by Redis's clock (:func:`requeue_held`);
+3. runs RQ's own cleaning of that queue (:func:`rqmaint.clean.run_rq_steps`), unless this machine's
+   clock is off from Redis's by more than :data:`rqmaint.clock.MAX_CLOCK_SKEW` seconds (RQ's code
+   judges by the local clock; that is logged and the step skipped).
+
+A lease lost mid-maintenance (taken by another holder, or not renewable for one TTL) stops that queue's
+maintenance at the next safe point and is logged as its own outcome, in one line.
 
 Settings (keyword arguments, else ``RQMAINT_*`` environment variables): ``lease_ttl``
 (``RQMAINT_LEASE_TTL``, seconds), ``max_requeues`` (``RQMAINT_MAX_REQUEUES``), ``requeue``
@@ -30,9 +36,9 @@ import redis
 from rq.worker import SimpleWorker as _RqSimpleWorker
 from rq.worker import Worker as _RqWorker
 
-from rqmaint import lock, rqcompat
-from rqmaint.lock import DEFAULT_LEASE
-from rqmaint.requeue import DEFAULT_MAX_REQUEUES, RequeueOptions, Requeuer
+from rqmaint import clock, lock, rqcompat
+from rqmaint.lock import DEFAULT_LEASE, Lease, LeaseLost
+from rqmaint.requeue import DEFAULT_MAX_REQUEUES, QueueRequeue, RequeueOptions, Requeuer
 
 ENV_LEASE_TTL = "RQMAINT_LEASE_TTL"
 ENV_MAX_REQUEUES = "RQMAINT_MAX_REQUEUES"
@@ -129,6 +135,23 @@ def _now_function() -> Any:
     return found
 
 
+def requeue_held(
+    client: redis.Redis, queue: str, opts: RequeueOptions, lease: Lease, now: float | None = None
+) -> QueueRequeue:
+    """Requeue ``queue``'s abandoned jobs under a lease the caller already holds (and releases).
+
+    Deadlines are judged at ``now``, by default Redis's ``TIME``. The lease is checked at every safe
+    point; a lost lease ends the run there and comes back as ``outcome == "lease-lost"`` (what was
+    done until then is in the report), never as an exception."""
+    now = clock.redis_now(client) if now is None else now
+    requeuer = Requeuer(client, queue, opts, checkpoint=lease.check, now=now)
+    try:
+        return requeuer.run()
+    except LeaseLost:
+        requeuer.report.outcome = "lease-lost"
+        return requeuer.report
+
+
 class MaintenanceMixin:
     """Replaces RQ's ``clean_registries`` with rqmaint's lease -> requeue -> RQ cleaning, per queue."""
 
@@ -157,8 +180,6 @@ class MaintenanceMixin:
         worker.last_cleaned_at = _now_function()()
 
     def _maintain_queue(self, queue: Any) -> None:
-        from rqmaint.clean import run_rq_steps
-
         worker: Any = self
         client: redis.Redis = worker.connection
         settings = self.rqmaint_settings
@@ -166,26 +187,55 @@ class MaintenanceMixin:
         if lease is None:
             return  # another worker or rqmaint holds it
         try:
-            if settings.requeue:
-                opts = RequeueOptions(max_requeues=settings.max_requeues)
-                report = Requeuer(client, queue.name, opts, checkpoint=lease.check).run()
-                if report.requeued or report.given_up or report.problem_count:
-                    worker.log.info(
-                        "rqmaint: queue %s: requeued %d abandoned job(s), gave up on %d, %d problem(s)",
-                        queue.name,
-                        report.requeued,
-                        report.given_up,
-                        report.problem_count,
-                    )
-            worker.log.info("Worker %s: cleaning registries for queue: %s", worker.name, queue.name)
-            handlers = list(worker._exc_handlers) if rqcompat.cleanup_takes_exception_handlers() else []
-            run_rq_steps(client, queue.name, handlers, worker.name, lease.check, [])
+            self._maintain_held(queue, lease)
+        except LeaseLost:
+            self._log_lease_lost(queue.name, lease, "RQ's cleaning")
         finally:
-            if not lease.release():
+            released = lease.release()
+            if not released and not lease.lost:
                 worker.log.warning(
                     "rqmaint: queue %s: the cleaning lock was no longer ours at release (lease lost)",
                     queue.name,
                 )
+
+    def _log_lease_lost(self, queue: str, lease: Lease, during: str) -> None:
+        worker: Any = self
+        worker.log.warning(
+            "rqmaint: queue %s: lease lost during %s (%s); maintenance stopped at a safe point, "
+            "the worker goes on",
+            queue,
+            during,
+            lease.lost_reason or "lost",
+        )
+
+    def _maintain_held(self, queue: Any, lease: Lease) -> None:
+        from rqmaint.clean import run_rq_steps
+
+        worker: Any = self
+        client: redis.Redis = worker.connection
+        settings = self.rqmaint_settings
+        if settings.requeue:
+            opts = RequeueOptions(max_requeues=settings.max_requeues)
+            report = requeue_held(client, queue.name, opts, lease)
+            if report.requeued or report.given_up or report.problem_count:
+                worker.log.info(
+                    "rqmaint: queue %s: requeued %d abandoned job(s), gave up on %d, %d problem(s)",
+                    queue.name,
+                    report.requeued,
+                    report.given_up,
+                    report.problem_count,
+                )
+            if report.outcome == "lease-lost":
+                self._log_lease_lost(queue.name, lease, "the requeue")
+                return
+        try:
+            clock.check_skew(client)
+        except clock.ClockSkew as exc:
+            worker.log.warning("rqmaint: queue %s: %s", queue.name, exc)
+            return
+        worker.log.info("Worker %s: cleaning registries for queue: %s", worker.name, queue.name)
+        handlers = list(worker._exc_handlers) if rqcompat.cleanup_takes_exception_handlers() else []
+        run_rq_steps(client, queue.name, handlers, worker.name, lease.check, [])
 
 
 class Worker(MaintenanceMixin, _RqWorker):

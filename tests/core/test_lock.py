@@ -77,3 +77,33 @@ def test_signal_releases_the_lock(client, redis_url, sig):
     assert proc.returncode == 130, err
     assert client.exists(KEY) == 0
     assert err.strip().splitlines()[-1].startswith(f"rqmaint: error: stopped by {sig.name}")
+
+
+def test_renewals_run_on_their_own_connection_with_the_same_settings(server_factory):
+    from rqmaint import connection
+
+    # Given a password-protected server and a URL naming database 3
+    srv = server_factory(password="s3cret")
+    client = connection.connect(connection.resolve_url(srv.url_for(3)))
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    assert lease is not None
+    admin = srv.client(3)
+    try:
+        # Then the renewals reach the same database, authenticated, on a connection named rqmaint-lease
+        wait_for(lambda: lease.renewals >= 3 or lease.lost, timeout=10, what="three renewals")
+        assert not lease.lost, lease.lost_reason
+        assert admin.get(KEY) == lease.value.encode()
+        names = {c.get("name") for c in admin.client_list()}
+        assert {"rqmaint", "rqmaint-lease"} <= names, names
+        assert lease.renew_timeout == pytest.approx(0.1)
+    finally:
+        assert lease.release() is True
+    assert admin.exists(KEY) == 0
+    # and the renewal connection is closed once the lease ends
+    wait_for(
+        lambda: "rqmaint-lease" not in {c.get("name") for c in admin.client_list()},
+        timeout=5,
+        what="the renewal connection to close",
+    )
+    admin.close()
+    client.close()
