@@ -331,3 +331,60 @@ def test_exception_handlers_need_rq_2(rq_env, client, redis_url):
         "rqmaint: error: --exception-handler 'tests.callbacks:handler': the installed rq 1.16"
     )
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+#: RQ 3.0: a worker tracks several executions (its ``<prefix>:worker:<name>:executions`` set). The
+#: stock worker runs one job at a time, so the extra executions of a busy worker are made with RQ
+#: 3.0's own ``Execution.create`` for that worker (what a multi-execution worker class writes).
+EXTRA_EXECUTIONS = """
+import sys
+from redis import Redis
+from rq import Queue
+from rq.executions import Execution
+conn, worker, n = Redis.from_url(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+q = Queue("default", connection=conn)
+ids = []
+for i in range(n):
+    job = q.enqueue("tests.jobs.add", i, i)
+    conn.lrem(q.key, 0, job.id)
+    with conn.pipeline() as pipe:
+        Execution.create(job, ttl=90, pipeline=pipe, worker_name=worker)
+        job.set_status("started", pipeline=pipe)
+        pipe.hset(job.key, mapping={"worker_name": worker})
+        pipe.execute()
+    ids.append(job.id)
+print(" ".join(ids))
+"""
+
+
+def test_a_busy_worker_is_never_robbed(rq_env, client, redis_url, tmp_path):
+    # Given a live, busy stock worker of this RQ version running a job (on RQ 3.0 with two more
+    # executions of its own), all its started entries past their deadline (a stalled heartbeat)
+    from tests.support import wait_for
+
+    marker = tmp_path / "busy.started"
+    (running,) = enqueue_with(rq_env.python, redis_url, "default", [("tests.jobs.block", [str(marker)], {})])
+    worker = start_worker(redis_url, ["default"], log_dir=tmp_path, python=rq_env.python)
+    wait_for(
+        lambda: marker.exists() and client.hget(f"rq:job:{running}", "status") == b"started",
+        timeout=30,
+        what="the busy worker's job to start",
+        diagnostics=worker.log,
+    )
+    ids = [running]
+    if rq_env.major >= 3:
+        ids += rq_env.script(EXTRA_EXECUTIONS, redis_url, worker.name, "2").stdout.split()
+        assert client.scard(f"rq:worker:{worker.name}:executions") == 3
+    age_abandoned(client, "default", 200, keep_worker_hashes=True)
+    assert client.zcount("rq:wip:default", "-inf", time.time()) == len(ids)
+    before = snapshot(client, "rq:job:*")
+    # When rqmaint (on this RQ) requeues abandoned jobs
+    q = _json(rq_env.rqmaint(redis_url, "requeue-abandoned", "--json"))["queues"][0]
+    # Then not one of the worker's jobs was taken from it
+    assert q["requeued"] == 0
+    assert (q["live_worker"], q["skipped_reasons"]) == (len(ids), {})
+    assert client.llen("rq:queue:default") == 0
+    assert snapshot(client, "rq:job:*") == before
+    for job_id in ids:
+        assert client.hget(f"rq:job:{job_id}", "status") == b"started"
+    worker.kill_session()
