@@ -28,6 +28,7 @@ from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
 from rqmaint.rqcompat import RqCodeFailed
+from rqmaint.stopping import StopFlag
 
 INTERMEDIATE_GRACE = 60.0  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 
@@ -36,7 +37,7 @@ STEPS = ("finished", "started", "failed", "deferred", "ready", "rate-limits", "w
 
 #: Abandoned started entries handed to RQ's StartedJobRegistry.cleanup per call (a stop request or a
 #: lost lease is noticed between two calls).
-STARTED_BATCH = 50
+STARTED_BATCH = 20
 
 
 def steps() -> list[str]:
@@ -370,6 +371,36 @@ def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Calla
         first()
 
     return check
+
+
+@dataclass
+class CleanRun:
+    """A ``clean`` over several queues; ``stopped`` names the signal that ended it early, if one did."""
+
+    results: list[QueueClean] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def clean_queues(
+    client: redis.Redis,
+    names: list[str],
+    opts: CleanOptions,
+    flag: StopFlag | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CleanRun:
+    """Clean ``names`` one after the other. A stop request on ``flag`` (SIGTERM/SIGINT, see
+    rqmaint.stopping) ends the run at the next safe point: the queue being cleaned reports
+    ``stopped`` (its lock released), the queues after it are not started."""
+    run = CleanRun()
+    for name in names:
+        if flag is not None and flag.requested:
+            break
+        if progress is not None:
+            progress(name)
+        run.results.append(clean_queue(client, name, opts, None if flag is None else flag.checkpoint))
+    if flag is not None and flag.requested:
+        run.stopped = flag.signal
+    return run
 
 
 def clean_queue(

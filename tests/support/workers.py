@@ -185,7 +185,8 @@ url, queue, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def resolve(path):
     module, _, attr = path.rpartition(".")
     return getattr(importlib.import_module(module), attr)
-q = Queue(queue, connection=Redis.from_url(url))
+classes = {k: resolve(v) for k, v in json.loads(sys.argv[4]).items()} if len(sys.argv) > 4 else {}
+q = Queue(queue, connection=Redis.from_url(url), **classes)
 ids = []
 for func, args, kwargs in specs:
     if "retry" in kwargs:
@@ -204,12 +205,15 @@ def enqueue_with(
     queue: str,
     specs: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]],
     env: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Enqueue jobs with the RQ of another interpreter (``python -c``, repo root on PYTHONPATH), so the
     job hashes are written by that RQ version.  ``specs``: ``(func dotted path, args, kwargs)``, JSON
-    values only (see ``_ENQUEUE_SCRIPT`` for ``retry``/``on_failure``).  Returns the job ids."""
+    values only (see ``_ENQUEUE_SCRIPT`` for ``retry``/``on_failure``).  ``classes``: ``Queue`` keyword
+    arguments given as dotted paths (``serializer``, ``job_class``).  Returns the job ids."""
+    argv = [os.fspath(python), "-c", _ENQUEUE_SCRIPT, url, queue, json.dumps([list(s) for s in specs])]
     proc = subprocess.run(
-        [os.fspath(python), "-c", _ENQUEUE_SCRIPT, url, queue, json.dumps([list(s) for s in specs])],
+        [*argv, json.dumps(dict(classes or {}))],
         cwd=REPO_ROOT,
         env=worker_env(env),
         capture_output=True,
@@ -233,6 +237,8 @@ def make_abandoned(
     timeout: float = 30.0,
     python: str | os.PathLike[str] | None = None,
     key_prefix: str = "rq",
+    serializer: str | None = None,
+    job_class: str | None = None,
 ) -> Abandoned:
     """Enqueue ``n`` :func:`tests.jobs.block` jobs on ``queue`` and abandon them for real.
 
@@ -262,6 +268,8 @@ def make_abandoned(
 
     ``key_prefix``: RQ 3.0's ``RQ_KEY_PREFIX`` for the enqueuing process and the workers (a prefix
     other than ``rq`` always enqueues in a subprocess, ``python`` or this interpreter).
+    ``serializer``/``job_class``: dotted paths, for the enqueuing ``Queue`` and the workers (``-S``,
+    ``-j``); they too enqueue in a subprocess.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -274,7 +282,14 @@ def make_abandoned(
         markers: dict[str, Path] = {}
         paths = [workdir / f"block-{uuid.uuid4().hex}.started" for _ in range(n)]
         env = {"RQ_KEY_PREFIX": key_prefix} if key_prefix != "rq" else None
-        if env is not None and python is None:
+        classes = {k: v for k, v in (("serializer", serializer), ("job_class", job_class)) if v}
+        worker_args = [
+            a
+            for k, flag in (("serializer", "-S"), ("job_class", "-j"))
+            if k in classes
+            for a in (flag, classes[k])
+        ]
+        if (env is not None or classes) and python is None:
             python = sys.executable
         if python is None:
             q = Queue(queue, connection=client)
@@ -283,13 +298,17 @@ def make_abandoned(
                 markers[job.id] = marker
         else:
             spec = [("tests.jobs.block", [str(m)], dict(job_kwargs or {})) for m in paths]
-            markers = dict(zip(enqueue_with(python, url, queue, spec, env=env), paths, strict=True))
+            ids = enqueue_with(python, url, queue, spec, env=env, classes=classes)
+            markers = dict(zip(ids, paths, strict=True))
         job_ids = list(markers)
 
         result = Abandoned(queue, job_ids, [], [], [], [], markers=[markers[j] for j in job_ids])
         for start in range(0, n, per_round):
             batch = job_ids[start : start + per_round]
-            procs = [start_worker(url, [queue], log_dir=workdir, python=python, env=env) for _ in batch]
+            procs = [
+                start_worker(url, [queue], log_dir=workdir, python=python, env=env, extra_args=worker_args)
+                for _ in batch
+            ]
             result.workers += procs
 
             def batch_started(batch: list[str] = batch) -> bool:
