@@ -12,9 +12,13 @@ from rqmaint.cli.options import (
     DEFAULT_LEASE,
     DEFAULT_MAX_REQUEUES,
     DryRunOpt,
+    JobClassOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    PathOpt,
+    QueueClassOpt,
     QueuesOpt,
+    SerializerOpt,
     WaitOpt,
 )
 from rqmaint.cli.output import exit_code, exit_with
@@ -50,47 +54,10 @@ def clean_cmd(
         ),
     ] = False,
     max_requeues: MaxRequeuesOpt = DEFAULT_MAX_REQUEUES,
-    serializer: Annotated[
-        str | None,
-        typer.Option(
-            "--serializer",
-            "-S",
-            metavar="SERIALIZER",
-            help="The deployment's serializer, as given to rq worker: json, pickle, or a dotted path "
-            "(default: RQ's pickle serializer).",
-            show_default=False,
-        ),
-    ] = None,
-    job_class: Annotated[
-        str | None,
-        typer.Option(
-            "--job-class",
-            "-j",
-            metavar="DOTTED.PATH",
-            help="The deployment's Job class, as given to rq worker.",
-            show_default=False,
-        ),
-    ] = None,
-    queue_class: Annotated[
-        str | None,
-        typer.Option(
-            "--queue-class",
-            metavar="DOTTED.PATH",
-            help="The deployment's Queue class, as given to rq worker.",
-            show_default=False,
-        ),
-    ] = None,
-    path: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--path",
-            "-P",
-            metavar="DIR",
-            help="Directory appended to the import path (for callbacks and classes), as rq worker's "
-            "-P; repeatable. Default: the current directory.",
-            show_default=False,
-        ),
-    ] = None,
+    serializer: SerializerOpt = None,
+    job_class: JobClassOpt = None,
+    queue_class: QueueClassOpt = None,
+    path: PathOpt = None,
 ) -> None:
     """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does.
 
