@@ -42,6 +42,7 @@ def test_clean_keeps_json_meta_and_uses_the_custom_job_class(
     for job_id in (retry, failed):
         assert _meta(client.hget(f"rq:job:{job_id}", "meta")) == {"a": 1}
     copy_db(client, 0, 1)
+    copy_db(client, 0, 2)
     # When rqmaint (on this RQ) cleans with the deployment's options (RQ's "json" alias)
     doc = _json(rq_env.rqmaint(server.url_for(0), "clean", "-S", "json", "-j", AUDITED, "--json"))
     # Then RQ's code ran with them: the retry went through the custom class, every meta is intact
@@ -68,6 +69,15 @@ def test_clean_keeps_json_meta_and_uses_the_custom_job_class(
     assert other.llen("test:audited_retries") == 0
     kept = _meta(other.hget(f"rq:job:{retry}", "meta")) == {"a": 1}
     assert kept is (rq_env.major >= 3)
+    # And watch --clean takes the same options
+    third = db_client(client, 2)
+    proc = rq_env.rqmaint(
+        server.url_for(2), "watch", "--clean", "--max-cycles", "1", "-S", JSON, "-j", AUDITED, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert third.lrange("test:audited_retries", 0, -1) == [retry.encode()]
+    for job_id in (retry, failed):
+        assert _meta(third.hget(f"rq:job:{job_id}", "meta")) == {"a": 1}, job_id
 
 
 def test_unimportable_callback_says_to_pass_path(rq_env: RqEnv, client, redis_url, server, tmp_path):
@@ -117,3 +127,24 @@ def test_bad_class_options_are_usage_errors(rq_env: RqEnv, client, redis_url):
         assert proc.stdout == ""
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith(f"rqmaint: error: {message}"), line
+
+
+def test_clean_under_a_key_prefix_needs_rq_3(rq_env: RqEnv, client, redis_url):
+    # Given a deployment on RQ_KEY_PREFIX={acme} with an expired finished entry
+    client.sadd("{acme}:queues", "{acme}:queue:default")
+    client.zadd("{acme}:finished:default", {"old": 1})
+    # When rqmaint (on this RQ) cleans it with --key-prefix
+    proc = rq_env.rqmaint(redis_url, "clean", "--key-prefix", "{acme}", "--json")
+    if rq_env.major >= 3:  # Then RQ 3.0's own code cleans the prefixed keys
+        _json(proc)
+        assert client.zcard("{acme}:finished:default") == 0
+        return
+    # Then RQ before 3.0, which has no prefix, is not run on other keys than its own: exit 2
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (
+        f"rqmaint: error: key prefix '{{acme}}': the installed rq {rq_env.version} has no key prefix (its "
+        "keys always start with 'rq:'); clean needs rq >= 3.0 for another prefix"
+    )
+    assert client.zcard("{acme}:finished:default") == 1
+    assert not client.exists("{acme}:clean_registries:default")
