@@ -392,22 +392,35 @@ def clean_queues(
     rqmaint.stopping) ends the run at the next safe point: the queue being cleaned reports
     ``stopped`` (its lock released), the queues after it are not started."""
     run = CleanRun()
+    held: list[lock.Lease] = []
+
+    def release_held() -> None:
+        for lease in list(held):
+            lease.release()
+
+    if flag is not None:  # a forced stop (hanging user code) still releases the lock being held
+        flag.on_force(release_held)
     for name in names:
         if flag is not None and flag.requested:
             break
         if progress is not None:
             progress(name)
-        run.results.append(clean_queue(client, name, opts, None if flag is None else flag.checkpoint))
+        run.results.append(clean_queue(client, name, opts, None if flag is None else flag.checkpoint, held))
     if flag is not None and flag.requested:
         run.stopped = flag.signal
     return run
 
 
 def clean_queue(
-    client: redis.Redis, queue: str, opts: CleanOptions, stop: Callable[[], None] | None = None
+    client: redis.Redis,
+    queue: str,
+    opts: CleanOptions,
+    stop: Callable[[], None] | None = None,
+    held: list[lock.Lease] | None = None,
 ) -> QueueClean:
     """One queue's cycle. ``stop()`` is called at every safe point and may raise to end the work
-    early (``watch`` on SIGTERM); the lock is released either way."""
+    early (``watch`` on SIGTERM); the lock is released either way. ``held`` lists the lease while
+    the lock is held (see :func:`clean_queues`)."""
     started = time.monotonic()
     if opts.dry_run:
         result = QueueClean(queue, "would-clean", plan(client, queue))
@@ -415,10 +428,27 @@ def clean_queue(
             result.requeue = Requeuer(client, queue, opts.requeue).run()
         result.duration = time.monotonic() - started
         return result
+    held = held if held is not None else []
+    before = len(held)
+    try:  # while the lock is held, its lease is in ``held`` (a forced stop releases what is there)
+        return _clean_locked(client, queue, opts, stop, started, held)
+    finally:
+        del held[before:]
+
+
+def _clean_locked(
+    client: redis.Redis,
+    queue: str,
+    opts: CleanOptions,
+    stop: Callable[[], None] | None,
+    started: float,
+    held: list[lock.Lease],
+) -> QueueClean:
     with lock.held(client, queue, opts.lock_ttl, opts.wait) as lease:
         if lease is None:
             holder = lock.inspect(client, [queue])[0]
             return QueueClean(queue, "skipped-locked", CleanPlan(), holder=holder)
+        held.append(lease)
         result = QueueClean(queue, "cleaned", CleanPlan())
         check = _both(lease.check, stop)
         try:

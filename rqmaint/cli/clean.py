@@ -80,6 +80,12 @@ def clean_cmd(
             ctx.out.info(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
 
     with stopping.on_signals() as flag:
+        if ctx.json:  # a forced stop (hanging user code) still leaves a JSON document on stdout
+            flag.on_force(
+                lambda: ctx.out.emit_json(
+                    {"dry_run": dry_run, "stopped": flag.signal, "forced": True, "queues": []}
+                )
+            )
         run = clean.clean_queues(client, names, opts, flag, progress)
     results = run.results
     code = exit_code([r.outcome for r in results], [r.requeue for r in results if r.requeue is not None])
