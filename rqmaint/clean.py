@@ -2,10 +2,15 @@
 
 "Clean" is what an RQ worker's maintenance does for a queue (the installed RQ's
 ``Worker.clean_registries``): FinishedJobRegistry, StartedJobRegistry (abandoned jobs -> failed or
-retried, with failure callbacks and, rq >= 2.0, exception handlers), FailedJobRegistry and (rq >= 2.0)
-DeferredJobRegistry cleanups, the worker registry, and the intermediate queue, in that order and with
-RQ's own functions, so the resulting state is RQ's. Between steps the lease is checked: a lost lock
-stops the queue's work at that safe point.
+retried, with failure callbacks and, rq >= 2.0, exception handlers), FailedJobRegistry, (rq >= 2.0)
+DeferredJobRegistry and (rq >= 3.0) ReadyJobRegistry and rate-limit cleanups, the worker registry, and
+the intermediate queue, in that order and with RQ's own functions and the deployment's serializer and
+classes (``-S``, ``-j``, ``--queue-class``), so the resulting state is RQ's.
+
+Between steps, and between batches of the started registry's abandoned entries (RQ's own
+``cleanup(timestamp)`` called with ascending cut-offs, which is what one call does, in slices), the
+lease and the stop flag are checked: a lost lock or a stop request (SIGTERM/SIGINT only set a flag;
+nothing is ever raised inside RQ's code) ends the queue's work at that safe point.
 """
 
 from __future__ import annotations
@@ -23,10 +28,28 @@ from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
 from rqmaint.rqcompat import RqCodeFailed
+from rqmaint.stopping import StopFlag
 
 INTERMEDIATE_GRACE = 60.0  # seconds; RQ's IntermediateQueue.should_be_cleaned_up
 
-STEPS = ("finished", "started", "failed", "deferred", "workers", "intermediate")
+#: Every step any supported RQ runs, in order; :func:`steps` gives the installed RQ's.
+STEPS = ("finished", "started", "failed", "deferred", "ready", "rate-limits", "workers", "intermediate")
+
+#: Abandoned started entries handed to RQ's StartedJobRegistry.cleanup per call (a stop request or a
+#: lost lease is noticed between two calls).
+STARTED_BATCH = 20
+
+
+def steps() -> list[str]:
+    """The steps of the installed RQ's ``Worker.clean_registries``, in its order."""
+    skip = set()
+    if not rqcompat.runs_deferred_cleanup():
+        skip.add("deferred")  # rq 1.16
+    if not rqcompat.has_ready_registry():
+        skip.add("ready")  # rq < 3.0
+    if not rqcompat.has_rate_limits():
+        skip.add("rate-limits")  # rq < 3.0
+    return [s for s in STEPS if s not in skip]
 
 
 @dataclass
@@ -36,19 +59,25 @@ class CleanPlan:
     finished_expired: int = 0
     failed_expired: int = 0
     deferred_expired: int = 0
+    ready_to_enqueue: int = 0  # rq >= 3.0: dependents left in the ready registry (RQ enqueues them)
+    rate_limit_keys: int = 0  # rq >= 3.0: rate-limit keys RQ's maintenance cleans (all queues share them)
     started_abandoned: int = 0  # expired started entries
     abandoned_to_failed: int = 0
     abandoned_to_retry: int = 0
     abandoned_missing: int = 0  # entry whose job hash is gone (RQ drops the entry)
+    abandoned_not_started: int = 0  # rq >= 3.0: job no longer "started": RQ only drops the entry
     dead_workers: int = 0
     intermediate_orphans: int = 0  # job hash gone: removed from the list
     intermediate_first_seen: int = 0  # seen for the first time: only marked
     intermediate_stuck: int = 0  # seen over a minute ago: failed as stuck
     abandoned_ids: list[str] = field(default_factory=list)
+    #: failure callbacks of abandoned jobs that RQ's code could not import here: name -> why
+    unimportable_callbacks: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        d = {k: v for k, v in self.__dict__.items() if k != "abandoned_ids"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("abandoned_ids", "unimportable_callbacks")}
         d["abandoned_ids"] = list(self.abandoned_ids)
+        d["unimportable_callbacks"] = dict(self.unimportable_callbacks)
         return d
 
     @property
@@ -57,6 +86,7 @@ class CleanPlan:
             self.finished_expired
             + self.failed_expired
             + self.deferred_expired
+            + self.ready_to_enqueue
             + self.started_abandoned
             + self.dead_workers
             + self.intermediate_orphans
@@ -100,6 +130,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
     deferred_expires = rqcompat.deferred_cleanup_expires()  # 2.0-2.7 only (1.16: no step; 2.8: no-op)
     strips = rqcompat.started_membership_strips_execution()  # how RQ tests "in the started registry"
     grace = rqcompat.intermediate_has_grace()
+    only_started = rqcompat.started_cleanup_skips_unstarted()
     pipe = client.pipeline(transaction=False)
     pipe.zcount(keys.finished(queue), 0, score)
     pipe.zcount(keys.failed(queue), 0, score)
@@ -107,16 +138,20 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
     pipe.zrangebyscore(keys.started(queue), 0, score)
     pipe.smembers(keys.workers_of(queue))
     pipe.lrange(keys.intermediate(queue), 0, -1)
-    fin, fail, defer, expired_raw, workers_raw, inter_raw = pipe.execute()
+    pipe.zcard(keys.ready(queue))
+    pipe.scard(keys.rate_limit_keys())
+    fin, fail, defer, expired_raw, workers_raw, inter_raw, ready, rl_keys = pipe.execute()
     p = CleanPlan(finished_expired=int(fin), failed_expired=int(fail))
     p.deferred_expired = int(defer) if deferred_expires else 0
+    p.ready_to_enqueue = int(ready) if rqcompat.has_ready_registry() else 0
+    p.rate_limit_keys = int(rl_keys) if rqcompat.has_rate_limits() else 0
     expired = list(dict.fromkeys(_job_id(decode(m) or "") for m in expired_raw))
     workers = [decode(w) or "" for w in workers_raw]
     inter = [decode(j) or "" for j in inter_raw]
 
     pipe = client.pipeline(transaction=False)
     for job_id in expired:
-        pipe.hmget(keys.job(job_id), ["status", "retries_left"])
+        pipe.hmget(keys.job(job_id), ["status", "retries_left", "failure_callback_name"])
         pipe.exists(keys.job(job_id))
     for w in workers:
         pipe.exists(w)
@@ -127,6 +162,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
         pipe.zrange(keys.started(queue), 0, -1)
     replies = pipe.execute()
     i = 0
+    callbacks: list[str] = []
     for job_id in expired:
         fields, exists = replies[i], replies[i + 1]
         i += 2
@@ -135,6 +171,10 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
             p.abandoned_missing += 1
             continue
         p.started_abandoned += 1
+        if only_started and decode(fields[0]) != "started":
+            p.abandoned_not_started += 1
+            continue
+        callbacks.append(decode(fields[2]) or "")
         retries = decode(fields[1])
         if retries and retries.lstrip("-").isdigit() and int(retries) > 0:
             p.abandoned_to_retry += 1
@@ -159,6 +199,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
                 p.intermediate_first_seen += 1
             elif now - _seen_at(decode(seen), now) > INTERMEDIATE_GRACE:
                 p.intermediate_stuck += 1
+    p.unimportable_callbacks = rqcompat.unimportable_callbacks(callbacks)
     return p
 
 
@@ -179,17 +220,19 @@ def run_rq_steps(
     worker_name: str,
     checkpoint: Any,
     done: list[str],
+    *,
+    classes: rqcompat.RqClasses | None = None,
 ) -> None:
     """RQ's own maintenance for one queue, step by step, as the installed RQ's
-    ``Worker.clean_registries`` runs it (rq 1.16 has no "deferred" step); ``checkpoint()`` runs before
-    each step and the name of each step is appended to ``done`` as it starts.
+    ``Worker.clean_registries`` runs it (:func:`steps`), with the deployment's ``classes``;
+    ``checkpoint()`` runs before each step (and between batches of abandoned jobs) and the name of
+    each step is appended to ``done`` as it starts.
 
     An exception raised by RQ's code (or by a failure callback or exception handler it calls), e.g.
     ``ValueError`` for a job whose status this RQ does not know, becomes :class:`rqcompat.RqCodeFailed`
     naming the queue, the step and such jobs; Redis errors, lost leases, stop requests and rqmaint's
     own errors pass unchanged.
     """
-    from rq import Queue
     from rq.registry import (
         DeferredJobRegistry,
         FailedJobRegistry,
@@ -198,7 +241,9 @@ def run_rq_steps(
     )
     from rq.worker_registration import clean_worker_registry
 
-    q = Queue(queue, connection=client)
+    rqcompat.check_key_prefix()
+    classes = classes or rqcompat.RqClasses()
+    q = classes.queue(queue, client)
     kw: dict[str, Any] = {"connection": client, "job_class": q.job_class, "serializer": q.serializer}
     started_kw: dict[str, Any] = {}
     if rqcompat.cleanup_takes_exception_handlers():
@@ -209,28 +254,51 @@ def run_rq_steps(
             "drop --exception-handler"
         )
 
+    def started() -> None:
+        registry = StartedJobRegistry(name=queue, **kw)
+        cutoff = int(time.time())  # RQ's current_timestamp(), the cut-off of one cleanup() call
+        while True:
+            rows = cast(
+                list[tuple[bytes, float]],
+                client.zrangebyscore(
+                    keys.started(queue), 0, cutoff, start=0, num=STARTED_BATCH, withscores=True
+                ),
+            )
+            if not rows:
+                return
+            upto = cutoff if len(rows) < STARTED_BATCH else min(rows[-1][1], cutoff)
+            registry.cleanup(timestamp=upto, **started_kw)
+            if upto >= cutoff:
+                return
+            checkpoint()
+
+    def ready() -> None:
+        from rq.registry import ReadyJobRegistry
+
+        ReadyJobRegistry(name=queue, **kw).cleanup()
+
+    def rate_limits() -> None:
+        from rq.rate_limit import RateLimitRegistry
+
+        for registry in RateLimitRegistry.all(client):
+            registry.cleanup()
+
     def intermediate() -> None:
-        worker = rqcompat.maintenance_worker(client, queue, worker_name)
+        worker = rqcompat.maintenance_worker(client, queue, worker_name, classes)
         rqcompat.clean_intermediate_queue(worker, q)
 
-    steps: list[tuple[str, str, Callable[[], object]]] = [
-        ("finished", "FinishedJobRegistry.cleanup", FinishedJobRegistry(name=queue, **kw).cleanup),
-        (
-            "started",
-            "StartedJobRegistry.cleanup",
-            lambda: StartedJobRegistry(name=queue, **kw).cleanup(**started_kw),
-        ),
-        ("failed", "FailedJobRegistry.cleanup", FailedJobRegistry(name=queue, **kw).cleanup),
-    ]
-    if rqcompat.runs_deferred_cleanup():
-        steps.append(
-            ("deferred", "DeferredJobRegistry.cleanup", DeferredJobRegistry(name=queue, **kw).cleanup)
-        )
-    steps += [
-        ("workers", "clean_worker_registry", lambda: clean_worker_registry(q)),
-        ("intermediate", "intermediate-queue cleanup", intermediate),
-    ]
-    for name, what, run in steps:
+    table: dict[str, tuple[str, Callable[[], object]]] = {
+        "finished": ("FinishedJobRegistry.cleanup", lambda: FinishedJobRegistry(name=queue, **kw).cleanup()),
+        "started": ("StartedJobRegistry.cleanup", started),
+        "failed": ("FailedJobRegistry.cleanup", lambda: FailedJobRegistry(name=queue, **kw).cleanup()),
+        "deferred": ("DeferredJobRegistry.cleanup", lambda: DeferredJobRegistry(name=queue, **kw).cleanup()),
+        "ready": ("ReadyJobRegistry.cleanup", ready),
+        "rate-limits": ("RateLimitRegistry.cleanup", rate_limits),
+        "workers": ("clean_worker_registry", lambda: clean_worker_registry(q)),
+        "intermediate": ("intermediate-queue cleanup", intermediate),
+    }
+    for name in steps():
+        what, run = table[name]
         checkpoint()
         done.append(name)
         try:
@@ -260,9 +328,12 @@ def _rq_failed(client: redis.Redis, queue: str, step: str, what: str, exc: Excep
         if suspects
         else "; --debug shows RQ's traceback"
     )
+    if not suspects and isinstance(exc, ImportError):
+        hint = f"; {rqcompat.PATH_HINT}"
     return RqCodeFailed(
         f"RQ's own {what} failed on queue {queue!r} (step {step!r}): {type(exc).__name__}: {exc}{hint}. "
-        "That step's writes were not applied (failure callbacks may have run) and the run stopped there"
+        "That call's writes were not applied (failure callbacks may have run) and the queue's cleaning "
+        "stopped there"
     )
 
 
@@ -274,6 +345,21 @@ class CleanOptions:
     handlers: list[rqcompat.ExceptionHandler] = field(default_factory=list)
     worker_name: str = field(default_factory=rqcompat.default_worker_name)
     requeue: RequeueOptions | None = None  # --requeue-abandoned: requeue before RQ's cleaning
+    classes: rqcompat.RqClasses = field(default_factory=rqcompat.RqClasses)  # -S, -j, --queue-class
+
+
+def _refuse_unimportable(queue: str, p: CleanPlan) -> None:
+    """RQ runs an abandoned job's failure callback before failing or retrying it; one it cannot import
+    would fail the step (rq < 3.0) or be skipped with a logged traceback (3.0): refuse the queue before
+    RQ's first write, naming the callback and what to do."""
+    if p.unimportable_callbacks:
+        name, why = next(iter(p.unimportable_callbacks.items()))
+        more = len(p.unimportable_callbacks) - 1
+        raise RqCodeFailed(
+            f"queue {queue!r}: RQ cannot import the failure callback {name!r} of an abandoned job ({why})"
+            + (f" (and {more} more)" if more else "")
+            + f"; {rqcompat.PATH_HINT}. Nothing of this queue was cleaned"
+        )
 
 
 def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Callable[[], None]:
@@ -287,11 +373,54 @@ def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Calla
     return check
 
 
+@dataclass
+class CleanRun:
+    """A ``clean`` over several queues; ``stopped`` names the signal that ended it early, if one did."""
+
+    results: list[QueueClean] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def clean_queues(
+    client: redis.Redis,
+    names: list[str],
+    opts: CleanOptions,
+    flag: StopFlag | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CleanRun:
+    """Clean ``names`` one after the other. A stop request on ``flag`` (SIGTERM/SIGINT, see
+    rqmaint.stopping) ends the run at the next safe point: the queue being cleaned reports
+    ``stopped`` (its lock released), the queues after it are not started."""
+    run = CleanRun()
+    held: list[lock.Lease] = []
+
+    def release_held() -> None:
+        for lease in list(held):
+            lease.release()
+
+    if flag is not None:  # a forced stop (hanging user code) still releases the lock being held
+        flag.on_force(release_held)
+    for name in names:
+        if flag is not None and flag.requested:
+            break
+        if progress is not None:
+            progress(name)
+        run.results.append(clean_queue(client, name, opts, None if flag is None else flag.checkpoint, held))
+    if flag is not None and flag.requested:
+        run.stopped = flag.signal
+    return run
+
+
 def clean_queue(
-    client: redis.Redis, queue: str, opts: CleanOptions, stop: Callable[[], None] | None = None
+    client: redis.Redis,
+    queue: str,
+    opts: CleanOptions,
+    stop: Callable[[], None] | None = None,
+    held: list[lock.Lease] | None = None,
 ) -> QueueClean:
     """One queue's cycle. ``stop()`` is called at every safe point and may raise to end the work
-    early (``watch`` on SIGTERM); the lock is released either way."""
+    early (``watch`` on SIGTERM); the lock is released either way. ``held`` lists the lease while
+    the lock is held (see :func:`clean_queues`)."""
     started = time.monotonic()
     if opts.dry_run:
         result = QueueClean(queue, "would-clean", plan(client, queue))
@@ -300,10 +429,27 @@ def clean_queue(
         result.duration = time.monotonic() - started
         return result
     clock.check_skew(client)  # RQ's code judges by the local clock: refuse if it is off (exit 1)
+    held = held if held is not None else []
+    before = len(held)
+    try:  # while the lock is held, its lease is in ``held`` (a forced stop releases what is there)
+        return _clean_locked(client, queue, opts, stop, started, held)
+    finally:
+        del held[before:]
+
+
+def _clean_locked(
+    client: redis.Redis,
+    queue: str,
+    opts: CleanOptions,
+    stop: Callable[[], None] | None,
+    started: float,
+    held: list[lock.Lease],
+) -> QueueClean:
     with lock.held(client, queue, opts.lock_ttl, opts.wait) as lease:
         if lease is None:
             holder = lock.inspect(client, [queue])[0]
             return QueueClean(queue, "skipped-locked", CleanPlan(), holder=holder)
+        held.append(lease)
         result = QueueClean(queue, "cleaned", CleanPlan())
         check = _both(lease.check, stop)
         try:
@@ -314,7 +460,10 @@ def clean_queue(
                 requeuer.run()
                 lease.check()
             result.plan = plan(client, queue)
-            run_rq_steps(client, queue, opts.handlers, opts.worker_name, check, result.steps_done)
+            _refuse_unimportable(queue, result.plan)
+            run_rq_steps(
+                client, queue, opts.handlers, opts.worker_name, check, result.steps_done, classes=opts.classes
+            )
             lease.check()
         except LeaseLost:
             result.outcome = "lease-lost"

@@ -24,7 +24,7 @@ DEFAULT_PREFIX = "rq"
 ENV_VAR = "RQ_KEY_PREFIX"
 _VALID = re.compile(r"[A-Za-z0-9_.:{}-]+")  # RQ 3.0 rq/defaults.py
 
-_prefix = DEFAULT_PREFIX
+_prefix: str | None = None  # set by configure(); until then the first key reads RQ_KEY_PREFIX, as RQ does
 
 
 def validate_prefix(value: str, source: str = "--key-prefix") -> str:
@@ -55,25 +55,28 @@ def configure(prefix: str | None = None) -> str:
 
 
 def prefix() -> str:
-    return _prefix
+    """The prefix in force: the configured one, else ``$RQ_KEY_PREFIX`` (validated), else ``rq``."""
+    return _prefix if _prefix is not None else configure()
 
 
 def hash_tag() -> str | None:
     """The prefix's Redis Cluster hash tag (``{rq}`` -> ``rq``), if it has one."""
-    start = _prefix.find("{")
+    p = prefix()
+    start = p.find("{")
     if start < 0:
         return None
-    end = _prefix.find("}", start + 1)
-    return _prefix[start + 1 : end] if end > start + 1 else None
+    end = p.find("}", start + 1)
+    return p[start + 1 : end] if end > start + 1 else None
 
 
 def own_prefix() -> str:
     """Where rqmaint's own keys live (with a trailing colon)."""
-    return "rqmaint:" if _prefix == DEFAULT_PREFIX else f"rqmaint:{_prefix}:"
+    p = prefix()
+    return "rqmaint:" if p == DEFAULT_PREFIX else f"rqmaint:{p}:"
 
 
 def rq(suffix: str) -> str:
-    return f"{_prefix}:{suffix}"
+    return f"{prefix()}:{suffix}"
 
 
 def queues() -> str:
@@ -183,7 +186,18 @@ def rate_limit_keys() -> str:
 
 
 def rate_limit(key: str) -> str:
+    """RQ 3.0: a rate limit's config hash (``concurrency``)."""
     return rq(f"rl:{key}")
+
+
+def rate_limit_allowed(key: str) -> str:
+    """RQ 3.0: zset of the job ids holding one of the rate limit's slots."""
+    return f"{rate_limit(key)}:allowed"
+
+
+def rate_limit_waiting(key: str) -> str:
+    """RQ 3.0: zset of the job ids waiting for a slot (status ``rate_limited``)."""
+    return f"{rate_limit(key)}:rate_limited"
 
 
 def abandons(job_id: str) -> str:

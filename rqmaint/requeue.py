@@ -212,6 +212,15 @@ class Requeuer:
         checkpoint: Callable[[], None] = lambda: None,
         now: float | None = None,
     ) -> None:
+        if keys.prefix() != keys.DEFAULT_PREFIX:
+            # Interim guard (issue 9, rq3 helper): this build's requeue script hard-codes RQ's default
+            # prefix; the prefix-aware engine (wt-engine, rqmaint/requeue/ package) replaces this file.
+            from rqmaint.errors import UsageError
+
+            raise UsageError(
+                f"requeueing under the key prefix {keys.prefix()!r} needs the prefix-aware requeue "
+                "engine, not in this build; nothing was changed"
+            )
         self.client = client
         self.queue = queue
         self.opts = opts

@@ -1,14 +1,19 @@
 """Registry state per queue, strictly read-only and pipelined.
 
 Never calls RQ code that cleans as it counts (``registry.count``, ``get_job_ids()``, ``rq info``):
-only ZCARD/ZCOUNT/LLEN/SMEMBERS/GET, then HMGET/PTTL, in three round trips (with SMEMBERS
-rq:queues) whatever the number of queues.
+only ZCARD/ZCOUNT/LLEN/SMEMBERS/GET/ZRANGEBYSCORE LIMIT, then HMGET/HGET/PTTL, in three round trips
+(with SMEMBERS of the queue set) whatever the number of queues.
+
+RQ 3.0's registries are counted too: the ready registry (``ready``: dependents in READY_TO_ENQUEUE)
+per queue, and the concurrency rate limits (:func:`collect_rate_limits`; they belong to no queue).
+The statuses of (a sample of) each queue's abandoned jobs are read, so a status no supported RQ
+writes (a newer RQ's) is reported in ``unknown_states`` instead of being crashed on.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -23,6 +28,7 @@ COUNTS = (
     "failed",
     "finished",
     "deferred",
+    "ready",
     "scheduled",
     "canceled",
     "intermediate",
@@ -44,6 +50,14 @@ class QueueStatus:
     intermediate: int
     workers: int  # registered for the queue, hash present (with birth), no death mark
     lock: LockInfo
+    ready: int = 0  # RQ 3.0's ReadyJobRegistry: dependents waiting to be enqueued (READY_TO_ENQUEUE)
+    #: job status -> count, over the first STATE_SAMPLE abandoned entries (status "" = job hash gone)
+    abandoned_states: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unknown_states(self) -> dict[str, int]:
+        """Abandoned jobs' statuses that no supported RQ writes (a newer RQ's?): reported, not acted on."""
+        return {s: n for s, n in self.abandoned_states.items() if s and s not in KNOWN_STATES}
 
     def counts(self) -> list[int]:
         return [getattr(self, c) for c in COUNTS]
@@ -52,11 +66,81 @@ class QueueStatus:
         return {
             "name": self.name,
             **dict(zip(COUNTS, self.counts(), strict=True)),
+            "abandoned_states": dict(self.abandoned_states),
+            "unknown_states": self.unknown_states,
             "lock": self.lock.as_dict(),
         }
 
 
-_PER_QUEUE = 11
+#: Every job status RQ 1.16 through 3.0 writes (3.0 added rate_limited and ready_to_enqueue).
+KNOWN_STATES = frozenset(
+    {
+        "created",
+        "queued",
+        "started",
+        "finished",
+        "failed",
+        "stopped",
+        "deferred",
+        "scheduled",
+        "canceled",
+        "rate_limited",
+        "ready_to_enqueue",
+    }
+)
+
+#: At most this many abandoned entries per queue have their job's status read (bounded work).
+STATE_SAMPLE = 100
+
+#: At most this many rate-limit keys are listed (SSCAN, bounded).
+MAX_RATE_LIMITS = 1000
+
+
+@dataclass(frozen=True)
+class RateLimitStatus:
+    """One of RQ 3.0's concurrency rate limits (``<prefix>:rl:<key>``), shared by every queue."""
+
+    key: str
+    concurrency: int  # 0: no config hash
+    allowed: int  # jobs holding a slot (queued or started)
+    rate_limited: int  # jobs waiting for a slot (status rate_limited)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "concurrency": self.concurrency,
+            "allowed": self.allowed,
+            "rate_limited": self.rate_limited,
+        }
+
+
+def collect_rate_limits(client: redis.Redis, limit: int = MAX_RATE_LIMITS) -> list[RateLimitStatus]:
+    """RQ 3.0's rate limits (none before 3.0), sorted by key: SSCAN of ``<prefix>:rl-keys`` (at most
+    ``limit`` keys), then one pipeline."""
+    names: list[str] = []
+    for raw in client.sscan_iter(keys.rate_limit_keys(), count=500):
+        names.append(decode(raw) or "")
+        if len(names) >= limit:
+            break
+    names.sort()
+    if not names:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for n in names:
+        pipe.hget(keys.rate_limit(n), "concurrency")
+        pipe.zcard(keys.rate_limit_allowed(n))
+        pipe.zcard(keys.rate_limit_waiting(n))
+    r = pipe.execute()
+    out = []
+    for i, n in enumerate(names):
+        conc = decode(r[3 * i]) or "0"
+        out.append(
+            RateLimitStatus(n, int(conc) if conc.isdigit() else 0, int(r[3 * i + 1]), int(r[3 * i + 2]))
+        )
+    return out
+
+
+_PER_QUEUE = 13
 
 
 def collect(client: redis.Redis, queues: list[str], now: float | None = None) -> list[QueueStatus]:
@@ -77,6 +161,8 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
         pipe.llen(keys.intermediate(q))
         pipe.smembers(keys.workers_of(q))
         pipe.get(keys.clean_lock(q))
+        pipe.zcard(keys.ready(q))
+        pipe.zrangebyscore(keys.started(q), "-inf", deadline, start=0, num=STATE_SAMPLE)
     replies = pipe.execute()
 
     # Second round trip: liveness of every registered worker (a live worker's hash has ``birth`` and no
@@ -88,18 +174,32 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
         worker_sets.append(members)
         all_workers.update(dict.fromkeys(members))
     held = [q for i, q in enumerate(queues) if replies[i * _PER_QUEUE + 10] is not None]
+    sampled: list[list[str]] = [
+        list(dict.fromkeys((decode(m) or "").split(":", 1)[0] for m in replies[i * _PER_QUEUE + 12]))
+        for i in range(len(queues))
+    ]
     alive: dict[str, bool] = {}
     pttls: dict[str, int] = {}
-    if all_workers or held:
+    states: list[dict[str, int]] = [{} for _ in queues]
+    if all_workers or held or any(sampled):
         pipe = client.pipeline(transaction=False)
         names = list(all_workers)
         for w in names:
             pipe.hmget(w, ["birth", "death"])
         for q in held:
             pipe.pttl(keys.clean_lock(q))
+        for ids in sampled:
+            for job_id in ids:
+                pipe.hget(keys.job(job_id), "status")
         more = pipe.execute()
         alive = {w: more[j][0] is not None and more[j][1] is None for j, w in enumerate(names)}
         pttls = {q: int(more[len(names) + j]) for j, q in enumerate(held)}
+        pos = len(names) + len(held)
+        for i, ids in enumerate(sampled):
+            for _ in ids:
+                st = decode(more[pos]) or ""
+                states[i][st] = states[i].get(st, 0) + 1
+                pos += 1
 
     out = []
     for i, q in enumerate(queues):
@@ -118,6 +218,8 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
                 intermediate=int(r[8]),
                 workers=sum(1 for w in worker_sets[i] if alive.get(w)),
                 lock=lock.interpret(q, r[10], pttls.get(q, -2), now),
+                ready=int(r[11]),
+                abandoned_states=dict(sorted(states[i].items())),
             )
         )
     return out

@@ -34,6 +34,7 @@ class WatchOptions:
     max_requeues: int = requeue.DEFAULT_MAX_REQUEUES
     lock_ttl: float = lock.DEFAULT_LEASE
     handlers: list[rqcompat.ExceptionHandler] = field(default_factory=list)
+    classes: rqcompat.RqClasses = field(default_factory=rqcompat.RqClasses)  # -S, -j, --queue-class
 
 
 @dataclass
@@ -125,7 +126,9 @@ class Watcher:
             if self.opts.requeue_abandoned
             else None
         )
-        opts = clean.CleanOptions(lock_ttl=self.opts.lock_ttl, handlers=self.opts.handlers, requeue=req)
+        opts = clean.CleanOptions(
+            lock_ttl=self.opts.lock_ttl, handlers=self.opts.handlers, requeue=req, classes=self.opts.classes
+        )
         return clean.clean_queue(self.client, name, opts, stop=self.checkpoint)
 
     def _requeue(self, name: str) -> requeue.QueueRequeue:

@@ -34,5 +34,14 @@ def hold_until_rqmaint_requeued(job: Any, connection: Any, exc_type: Any, exc_va
     while connection.zcard("rqmaint:requeued:default") < expect:
         if time.monotonic() > deadline:
             raise TimeoutError("rqmaint did not requeue the jobs in time")
-        time.sleep(0.01)
+        time.sleep(0.03)
     connection.set("test:race_released", 1)
+
+
+def slow_on_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    """A failure callback that takes a moment, so a run over many jobs lasts long enough to be
+    interrupted at random moments (30 ms); records its call like :func:`on_failure`."""
+    import time
+
+    time.sleep(0.03)
+    connection.rpush("test:failure_callbacks", job.id)

@@ -12,12 +12,17 @@ from rqmaint.cli.options import (
     DEFAULT_LEASE,
     DEFAULT_MAX_REQUEUES,
     DryRunOpt,
+    JobClassOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    PathOpt,
+    QueueClassOpt,
     QueuesOpt,
+    SerializerOpt,
     WaitOpt,
 )
 from rqmaint.cli.output import exit_code, exit_with
+from rqmaint.errors import ExitCode, Interrupted
 
 
 def register(app: typer.Typer) -> None:
@@ -49,21 +54,43 @@ def clean_cmd(
         ),
     ] = False,
     max_requeues: MaxRequeuesOpt = DEFAULT_MAX_REQUEUES,
+    serializer: SerializerOpt = None,
+    job_class: JobClassOpt = None,
+    queue_class: QueueClassOpt = None,
+    path: PathOpt = None,
 ) -> None:
-    """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does."""
-    from rqmaint import clean, requeue, rqcompat
+    """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does.
 
+    SIGTERM/SIGINT stop it at the next safe point (between RQ's steps and batches of abandoned
+    jobs), with every lock released: exit 130."""
+    from rqmaint import clean, requeue, rqcompat, stopping
+
+    classes = rqcompat.resolve_classes(serializer, job_class, queue_class, path or ["."])
     handlers = [rqcompat.load_handler(h) for h in exception_handler or []]
     client = ctx.connect()
     names = ctx.queues(queue)
-    opts = clean.CleanOptions(dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers)
+    opts = clean.CleanOptions(
+        dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers, classes=classes
+    )
     if requeue_abandoned:
         opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues)
-    results = []
-    for name in names:
+
+    def progress(name: str) -> None:
         if not ctx.json:
             ctx.out.info(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
-        results.append(clean.clean_queue(client, name, opts))
+
+    with stopping.on_signals() as flag:
+        if ctx.json:  # a forced stop (hanging user code) still leaves a JSON document on stdout
+            flag.on_force(
+                lambda: ctx.out.emit_json(
+                    {"dry_run": dry_run, "stopped": flag.signal, "forced": True, "queues": []}
+                )
+            )
+        run = clean.clean_queues(client, names, opts, flag, progress)
+    results = run.results
     code = exit_code([r.outcome for r in results], [r.requeue for r in results if r.requeue is not None])
-    render.clean_report(ctx.out, dry_run, results)
+    render.clean_report(ctx.out, dry_run, results, run.stopped)
+    if run.stopped is not None:
+        ctx.out.error_line(str(Interrupted(run.stopped)))
+        code = ExitCode.INTERRUPTED
     exit_with(code)

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 class GlobalOptions:
     url: str | None = None
     timeout: float = DEFAULT_TIMEOUT
+    key_prefix: str | None = None
     json_out: bool = False
     debug: bool = False
-    # Add global options here (and in GLOBAL_OPTIONS below), e.g. key_prefix: str | None = None
 
 
 #: (parameter name, annotation with its typer.Option, default), in the order shown in --help.
@@ -71,8 +71,19 @@ GLOBAL_OPTIONS: list[tuple[str, Any, Any]] = [
         ],
         DEFAULT_TIMEOUT,
     ),
-    # the global option of the RQ key prefix goes here (before --json), e.g.
-    # ("key_prefix", Annotated[str | None, typer.Option("--key-prefix", ...)], None),
+    (
+        "key_prefix",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--key-prefix",
+                metavar="PREFIX",
+                help="RQ's key prefix (RQ 3.0's RQ_KEY_PREFIX). Default: env RQ_KEY_PREFIX, else rq.",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     (
         "json_out",
         Annotated[
@@ -140,6 +151,10 @@ def command(
         def run(**kwargs: Any) -> None:
             ctx = CliContext(GlobalOptions(**{n: kwargs.pop(n) for n in names}))
             with guard(ctx.out):
+                if "key_prefix" in names:  # once, before anything builds a key or imports RQ
+                    from rqmaint import keys
+
+                    keys.configure(ctx.opts.key_prefix)
                 fn(ctx, **kwargs)
 
         setattr(run, "__signature__", inspect.Signature(params))  # noqa: B010 (typer reads it)

@@ -77,3 +77,47 @@ LockTtlOpt = Annotated[
         callback=finite,
     ),
 ]
+
+
+# RQ's own options where RQ's code runs (clean, watch --clean), named as rq worker / rq info name them.
+SerializerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--serializer",
+        "-S",
+        metavar="SERIALIZER",
+        help="The deployment's serializer, as given to rq worker: json, pickle, or a dotted path "
+        "(default: RQ's pickle serializer).",
+        show_default=False,
+    ),
+]
+JobClassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--job-class",
+        "-j",
+        metavar="DOTTED.PATH",
+        help="The deployment's Job class, as given to rq worker.",
+        show_default=False,
+    ),
+]
+QueueClassOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--queue-class",
+        metavar="DOTTED.PATH",
+        help="The deployment's Queue class, as given to rq worker.",
+        show_default=False,
+    ),
+]
+PathOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--path",
+        "-P",
+        metavar="DIR",
+        help="Directory appended to the import path (for callbacks and classes), as rq worker's -P; "
+        "repeatable. Default: the current directory.",
+        show_default=False,
+    ),
+]

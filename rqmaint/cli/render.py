@@ -38,7 +38,9 @@ def no_queues(o: Output) -> None:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def status_table(o: Output, rows: list[status.QueueStatus]) -> None:
+def status_table(
+    o: Output, rows: list[status.QueueStatus], rate_limits: list[status.RateLimitStatus] | None = None
+) -> None:
     from rqmaint.status import COUNTS
 
     o.table(
@@ -46,6 +48,20 @@ def status_table(o: Output, rows: list[status.QueueStatus]) -> None:
         ["queue", *COUNTS, "lock"],
         [[r.name, *r.counts(), lock_text(r.lock)] for r in rows],
     )
+    if rate_limits:
+        o.table(
+            "RQ rate limits" if o.terminal else None,
+            ["rate_limit", "concurrency", "allowed", "rate_limited"],
+            [[r.key, r.concurrency, r.allowed, r.rate_limited] for r in rate_limits],
+        )
+    for r in rows:
+        unknown = r.unknown_states
+        if unknown:
+            o.info(
+                f"queue {r.name!r}: {sum(unknown.values())} abandoned job(s) with a status no supported "
+                f"RQ writes: {', '.join(repr(s) for s in unknown)} (written by a newer RQ?); rqmaint "
+                "leaves them alone"
+            )
     if not rows:
         no_queues(o)
 
@@ -95,9 +111,11 @@ def lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | No
 # -- clean ----------------------------------------------------------------------------------------
 
 
-def clean_report(o: Output, dry_run: bool, results: list[clean.QueueClean]) -> None:
+def clean_report(
+    o: Output, dry_run: bool, results: list[clean.QueueClean], stopped: str | None = None
+) -> None:
     if o.json_mode:
-        o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in results]})
+        o.emit_json({"dry_run": dry_run, "stopped": stopped, "queues": [r.as_dict() for r in results]})
     else:
         o.table(
             ("Would clean (dry run)" if dry_run else "Cleaned") if o.terminal else None,

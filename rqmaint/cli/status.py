@@ -19,7 +19,10 @@ def status_cmd(ctx: CliContext, queue: QueuesOpt = None) -> None:
 
     client = ctx.connect()
     rows = status.collect(client, ctx.queues(queue))
+    rate_limits = status.collect_rate_limits(client)
     if ctx.json:
-        ctx.out.emit_json({"queues": [r.as_dict() for r in rows]})
+        ctx.out.emit_json(
+            {"queues": [r.as_dict() for r in rows], "rate_limits": [r.as_dict() for r in rate_limits]}
+        )
         return
-    render.status_table(ctx.out, rows)
+    render.status_table(ctx.out, rows, rate_limits)

@@ -18,9 +18,13 @@ from rqmaint.cli.options import (
     DEFAULT_MAX_REQUEUES,
     MAX_COUNT,
     MAX_SECONDS,
+    JobClassOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    PathOpt,
+    QueueClassOpt,
     QueuesOpt,
+    SerializerOpt,
     finite,
 )
 from rqmaint.errors import ExitCode
@@ -82,13 +86,17 @@ def watch_cmd(
             max=MAX_COUNT,
         ),
     ] = None,
+    serializer: SerializerOpt = None,
+    job_class: JobClassOpt = None,
+    queue_class: QueueClassOpt = None,
+    path: PathOpt = None,
 ) -> None:
     """Dashboard and daemon: show registry state every interval, optionally cleaning and requeueing.
 
     View-only by default. Off a terminal it prints one line per cycle (JSON lines with --json).
     SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0. With --max-cycles it
     exits 1 if the last cycle could not reach Redis."""
-    from rqmaint import watch
+    from rqmaint import rqcompat, watch
 
     opts = watch.WatchOptions(
         queues=queue or None,
@@ -97,6 +105,7 @@ def watch_cmd(
         requeue_abandoned=do_requeue,
         max_requeues=max_requeues,
         lock_ttl=lock_ttl,
+        classes=rqcompat.resolve_classes(serializer, job_class, queue_class, path or ["."]),
     )
     if not run(ctx, opts, metrics_port=metrics_port, metrics_host=metrics_host, max_cycles=max_cycles):
         raise typer.Exit(int(ExitCode.ERROR))  # --max-cycles ended on a cycle that could not reach Redis

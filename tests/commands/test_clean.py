@@ -61,7 +61,7 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
     )
     # Then every key is the same (but the stock worker's own counters hash, which rqmaint never writes)
     assert result.outcome == "cleaned"
-    assert result.steps_done == list(clean.STEPS)
+    assert result.steps_done == clean.steps()
     a, b = snapshot(rq_side), snapshot(ours)
     diff = diff_snapshots(
         a,
@@ -214,20 +214,20 @@ def test_lost_lease_stops_at_next_safe_point(client, abandon):
 
 
 def test_rq_failure_on_one_queue_does_not_stop_the_others(cli, client, abandon):
-    # Given: on "broken", a started job whose status this RQ cannot load (written by a newer RQ);
-    # on "default", a real abandoned job
+    # Given: on "broken", a started job whose status this RQ cannot load (written by a newer RQ: no
+    # supported RQ knows "paused"); on "default", a real abandoned job
     ab = abandon("default")
     age_abandoned(client, "default", 200)
     job = Queue("broken", connection=client).enqueue(jobs.add, 1, 1)
     client.lrem("rq:queue:broken", 0, job.id)
-    client.hset(f"rq:job:{job.id}", "status", "rate_limited")
+    client.hset(f"rq:job:{job.id}", "status", "paused")
     client.zadd("rq:wip:broken", {f"{job.id}:e1": time.time() - 500})
     # When
     result = cli("clean", "--json")
     # Then "broken" is reported as an error (exit 1), "default" was cleaned, both locks released
     assert result.exit_code == 1
     outcomes = {q["queue"]: q for q in json.loads(result.stdout)["queues"]}
-    assert outcomes["broken"]["outcome"] == "error" and "rate_limited" in outcomes["broken"]["error"]
+    assert outcomes["broken"]["outcome"] == "error" and "'paused'" in outcomes["broken"]["error"]
     assert outcomes["default"]["outcome"] == "cleaned"
     assert client.zscore("rq:failed:default", ab.job_ids[0]) is not None
     assert not client.exists("rq:clean_registries:broken", "rq:clean_registries:default")

@@ -160,7 +160,12 @@ def test_racing_rq_lockless_cleanup(cli, client, abandon, redis_url):
     # Then every lost race was repaired: each job queued exactly once, status queued, none failed
     places = _assert_each_in_one_place(client, "default", ids)
     assert all(p == ["queue"] for p in places.values())
-    assert first["reconciled"] + second["reconciled"] == n
+    # RQ >= 3.0's cleanup fails only jobs still "started" when it fetches them: it loses the race
+    # only for the job it had fetched before rqmaint requeued it (RQ < 3.0: for every one)
+    from rqmaint import rqcompat
+
+    expected = 1 if rqcompat.started_cleanup_skips_unstarted() else n
+    assert first["reconciled"] + second["reconciled"] == expected
     for j in ids:
         assert client.hget(f"rq:job:{j}", "status") == b"queued"
     assert client.zcard("rq:failed:default") == 0

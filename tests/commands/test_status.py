@@ -153,3 +153,67 @@ def test_status_round_trips_do_not_grow_with_queues(client):
     # Then it took a constant handful of round trips (SMEMBERS, the pipeline, the worker pipeline)
     assert len(rows) == 300
     assert len(calls) <= 3
+
+
+def test_status_counts_rq3_ready_registry_and_rate_limits(cli, client):
+    # Given RQ 3.0's own data: a dependent whose dependency finished but was left in the ready
+    # registry (the enqueuing process died after the dependency's transaction), and two jobs under
+    # a rate limit of concurrency 1 (one holds the slot, one waits as rate_limited)
+    from rq import Queue
+    from rq.job import JobStatus
+    from rq.rate_limit import RateLimit
+    from rq.registry import ReadyJobRegistry
+
+    q = Queue("alpha", connection=client)
+    parent = q.enqueue(jobs.add, 1, 2)
+    child = q.enqueue(jobs.add, 3, 4, depends_on=parent)
+    with client.pipeline() as pipe:  # RQ's own transition into READY_TO_ENQUEUE
+        pipe.multi()
+        ReadyJobRegistry("alpha", connection=client).register_jobs([child], pipeline=pipe)
+        pipe.execute()
+    assert child.get_status(refresh=True) == JobStatus.READY_TO_ENQUEUE
+    holding = q.enqueue(jobs.add, 5, 6, rate_limit=RateLimit("api", 1))
+    waiting = q.enqueue(jobs.add, 7, 8, rate_limit=RateLimit("api", 1))
+    assert waiting.get_status(refresh=True) == JobStatus.RATE_LIMITED
+    before = snapshot(client)
+    # When status runs
+    result = cli("status", "--json")
+    # Then the ready registry is counted per queue and the rate limit is listed with its slots
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    (alpha,) = doc["queues"]
+    assert (alpha["ready"], alpha["deferred"], alpha["queued"]) == (1, 0, 2)
+    assert doc["rate_limits"] == [{"key": "api", "concurrency": 1, "allowed": 1, "rate_limited": 1}]
+    assert holding.id.encode() in client.lrange("rq:queue:alpha", 0, -1)
+    # And the table shows both; nothing was written
+    table = cli("status")
+    assert table.exit_code == 0 and "ready" in table.stdout.splitlines()[0].split("\t")
+    assert "api\t1\t1\t1" in table.stdout
+    assert snapshot(client) == before
+
+
+def test_status_reports_unknown_states_of_abandoned_jobs(cli, client):
+    # Given abandoned entries whose jobs carry a status no supported RQ writes (a newer RQ's),
+    # RQ 3.0's own statuses, and an entry whose job hash is gone
+    q = Queue("alpha", connection=client)
+    now = int(time.time())
+    for n, st in enumerate(["paused", "paused", "started", "ready_to_enqueue"]):
+        job = q.enqueue(jobs.add, n, n)
+        client.lrem("rq:queue:alpha", 0, job.id)
+        client.hset(f"rq:job:{job.id}", "status", st)
+        client.zadd("rq:wip:alpha", {f"{job.id}:e{n}": now - 100})
+    client.zadd("rq:wip:alpha", {"gone:e9": now - 100, "live:e8": now + 100})
+    before = snapshot(client)
+    # When status runs
+    result = cli("status", "--json")
+    # Then every entry is counted and the unknown status is reported, not crashed on
+    assert result.exit_code == 0, result.stderr
+    (alpha,) = json.loads(result.stdout)["queues"]
+    assert (alpha["started"], alpha["abandoned"]) == (6, 5)
+    assert alpha["abandoned_states"] == {"": 1, "paused": 2, "ready_to_enqueue": 1, "started": 1}
+    assert alpha["unknown_states"] == {"paused": 2}
+    # And the table run says so on stderr, in one line naming the queue and the status
+    table = cli("status")
+    assert table.exit_code == 0
+    assert "queue 'alpha': 2 abandoned job(s) with a status no supported RQ writes: 'paused'" in table.stderr
+    assert snapshot(client) == before

@@ -22,6 +22,7 @@ SCRUBBED_ENV = (
     "TTY_COMPATIBLE",
     "TTY_INTERACTIVE",
     "CLICOLOR_FORCE",
+    "RQ_KEY_PREFIX",
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

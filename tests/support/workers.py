@@ -164,10 +164,10 @@ class Abandoned:
         return ids
 
 
-def _wip_member(client: redis.Redis, queue: str, job_id: str) -> str | None:
+def _wip_member(client: redis.Redis, queue: str, job_id: str, key_prefix: str = "rq") -> str | None:
     """The job's ``rq:wip`` member: ``<job_id>:<execution_id>`` (RQ >= 2.0) or ``<job_id>`` (1.16)."""
     prefix = f"{job_id}:".encode()
-    for member in client.zrange(f"rq:wip:{queue}", 0, -1):
+    for member in client.zrange(f"{key_prefix}:wip:{queue}", 0, -1):
         raw = as_bytes(member)
         if raw.startswith(prefix) or raw == job_id.encode():
             return as_text(member)
@@ -185,7 +185,8 @@ url, queue, specs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def resolve(path):
     module, _, attr = path.rpartition(".")
     return getattr(importlib.import_module(module), attr)
-q = Queue(queue, connection=Redis.from_url(url))
+classes = {k: resolve(v) for k, v in json.loads(sys.argv[4]).items()} if len(sys.argv) > 4 else {}
+q = Queue(queue, connection=Redis.from_url(url), **classes)
 ids = []
 for func, args, kwargs in specs:
     if "retry" in kwargs:
@@ -203,14 +204,18 @@ def enqueue_with(
     url: str,
     queue: str,
     specs: Sequence[tuple[str, Sequence[Any], Mapping[str, Any]]],
+    env: Mapping[str, str] | None = None,
+    classes: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Enqueue jobs with the RQ of another interpreter (``python -c``, repo root on PYTHONPATH), so the
     job hashes are written by that RQ version.  ``specs``: ``(func dotted path, args, kwargs)``, JSON
-    values only (see ``_ENQUEUE_SCRIPT`` for ``retry``/``on_failure``).  Returns the job ids."""
+    values only (see ``_ENQUEUE_SCRIPT`` for ``retry``/``on_failure``).  ``classes``: ``Queue`` keyword
+    arguments given as dotted paths (``serializer``, ``job_class``).  Returns the job ids."""
+    argv = [os.fspath(python), "-c", _ENQUEUE_SCRIPT, url, queue, json.dumps([list(s) for s in specs])]
     proc = subprocess.run(
-        [os.fspath(python), "-c", _ENQUEUE_SCRIPT, url, queue, json.dumps([list(s) for s in specs])],
+        [*argv, json.dumps(dict(classes or {}))],
         cwd=REPO_ROOT,
-        env=worker_env(),
+        env=worker_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -231,6 +236,9 @@ def make_abandoned(
     job_kwargs: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
     python: str | os.PathLike[str] | None = None,
+    key_prefix: str = "rq",
+    serializer: str | None = None,
+    job_class: str | None = None,
 ) -> Abandoned:
     """Enqueue ``n`` :func:`tests.jobs.block` jobs on ``queue`` and abandon them for real.
 
@@ -257,6 +265,11 @@ def make_abandoned(
     tests/versions): the jobs are then enqueued by that RQ (:func:`enqueue_with`; ``job_kwargs``
     must be JSON values) and run by its ``rq worker``.  RQ 1.16 has no executions: its ``rq:wip``
     member is the plain job id and ``execution_ids`` holds ``""``.
+
+    ``key_prefix``: RQ 3.0's ``RQ_KEY_PREFIX`` for the enqueuing process and the workers (a prefix
+    other than ``rq`` always enqueues in a subprocess, ``python`` or this interpreter).
+    ``serializer``/``job_class``: dotted paths, for the enqueuing ``Queue`` and the workers (``-S``,
+    ``-j``); they too enqueue in a subprocess.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -268,6 +281,16 @@ def make_abandoned(
     try:
         markers: dict[str, Path] = {}
         paths = [workdir / f"block-{uuid.uuid4().hex}.started" for _ in range(n)]
+        env = {"RQ_KEY_PREFIX": key_prefix} if key_prefix != "rq" else None
+        classes = {k: v for k, v in (("serializer", serializer), ("job_class", job_class)) if v}
+        worker_args = [
+            a
+            for k, flag in (("serializer", "-S"), ("job_class", "-j"))
+            if k in classes
+            for a in (flag, classes[k])
+        ]
+        if (env is not None or classes) and python is None:
+            python = sys.executable
         if python is None:
             q = Queue(queue, connection=client)
             for marker in paths:
@@ -275,22 +298,26 @@ def make_abandoned(
                 markers[job.id] = marker
         else:
             spec = [("tests.jobs.block", [str(m)], dict(job_kwargs or {})) for m in paths]
-            markers = dict(zip(enqueue_with(python, url, queue, spec), paths, strict=True))
+            ids = enqueue_with(python, url, queue, spec, env=env, classes=classes)
+            markers = dict(zip(ids, paths, strict=True))
         job_ids = list(markers)
 
         result = Abandoned(queue, job_ids, [], [], [], [], markers=[markers[j] for j in job_ids])
         for start in range(0, n, per_round):
             batch = job_ids[start : start + per_round]
-            procs = [start_worker(url, [queue], log_dir=workdir, python=python) for _ in batch]
+            procs = [
+                start_worker(url, [queue], log_dir=workdir, python=python, env=env, extra_args=worker_args)
+                for _ in batch
+            ]
             result.workers += procs
 
             def batch_started(batch: list[str] = batch) -> bool:
                 for job_id in batch:
                     if not markers[job_id].exists():
                         return False
-                    if as_bytes(client.hget(f"rq:job:{job_id}", "status")) != b"started":
+                    if as_bytes(client.hget(f"{key_prefix}:job:{job_id}", "status")) != b"started":
                         return False
-                    if _wip_member(client, queue, job_id) is None:
+                    if _wip_member(client, queue, job_id, key_prefix) is None:
                         return False
                 return True
 
@@ -312,9 +339,9 @@ def make_abandoned(
                 start_time = stat.start_time if stat is not None else None
                 assert not is_running(pid, start_time), f"work horse {pid} of job {job_id} still runs"
             for job_id in batch:
-                member = _wip_member(client, queue, job_id)
+                member = _wip_member(client, queue, job_id, key_prefix)
                 assert member is not None, f"job {job_id} left rq:wip:{queue} when its worker died"
-                raw_worker = client.hget(f"rq:job:{job_id}", "worker_name") or b""
+                raw_worker = client.hget(f"{key_prefix}:job:{job_id}", "worker_name") or b""
                 result.worker_names.append(as_text(raw_worker))
                 result.execution_ids.append(member.split(":", 1)[1] if ":" in member else "")
                 result.horse_pids.append(horses[job_id])
@@ -338,6 +365,7 @@ def age_abandoned(
     seconds: float = 200,
     *,
     keep_worker_hashes: bool = False,
+    key_prefix: str = "rq",
 ) -> AgeReport:
     """Pretend ``seconds`` have passed since the jobs of ``rq:wip:<queue>`` were last heartbeated.
 
@@ -355,9 +383,9 @@ def age_abandoned(
     (``last_heartbeat``, ``started_at``…) are unchanged; other expiring keys (results, finished
     jobs, locks) are left alone; the ``rq:workers`` sets keep the dead worker (as in real life).
     With ``keep_worker_hashes=True`` only the scores move: the worker still looks alive, which is
-    what a live-worker guard must refuse to touch.
+    what a live-worker guard must refuse to touch.  ``key_prefix``: RQ 3.0's ``RQ_KEY_PREFIX``.
     """
-    wip = f"rq:wip:{queue}"
+    wip = f"{key_prefix}:wip:{queue}"
     shifted: dict[str, float] = {}
     for member, score in zmembers(client, wip):
         if score in (float("inf"), float("-inf")):
@@ -368,7 +396,7 @@ def age_abandoned(
     deleted: list[str] = []
     if not keep_worker_hashes:
         limit_ms = int(seconds * 1000)
-        for pattern in ("rq:worker:*", "rq:execution:*", "rq:executions:*"):
+        for pattern in (f"{key_prefix}:worker:*", f"{key_prefix}:execution:*", f"{key_prefix}:executions:*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             if not keys:
                 continue

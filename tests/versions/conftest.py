@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 
 #: The RQ versions rqmaint is verified against: the oldest supported (1.16.2; 1.16.0 and 1.16.1 differ
-#: only in the intermediate-queue cleanup), the first 2.x, the newest 2.x.  ``RQMAINT_RQ_VERSIONS``
+#: only in the intermediate-queue cleanup), the first 2.x, the newest 2.x, and 3.0.0.  ``RQMAINT_RQ_VERSIONS``
 #: (space-separated) checks others, e.g. ``RQMAINT_RQ_VERSIONS="1.16.0 2.5.0" pytest tests/versions``.
-DEFAULT_RQ_VERSIONS = ("1.16.2", "2.0.0", "2.12.0")
+DEFAULT_RQ_VERSIONS = ("1.16.2", "2.0.0", "2.12.0", "3.0.0")
 RQ_VERSIONS = tuple(os.environ.get("RQMAINT_RQ_VERSIONS", "").split()) or DEFAULT_RQ_VERSIONS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_ROOT = REPO_ROOT / ".rqvenvs"

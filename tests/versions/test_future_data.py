@@ -17,10 +17,12 @@ from tests.support.workers import enqueue_with
 from tests.versions.conftest import RqEnv
 
 FUTURE_KEYS = ("rq:ready:*", "rq:rl:*", "rq:rl-keys", "rq:worker:gone:executions", "rq:job:ready-job")
+#: For RQ 3.0 (which knows the keys above): what a hypothetical newer RQ could write.
+NEWER_KEYS = ("rq:paused:*", "rq:worker:gone:leases", "rq:job:paused-job")
 
 
 def _add_future_keys(client: redis.Redis, now: int) -> None:
-    """Keys only RQ master writes: the ready registry, rate limits, a worker's executions set."""
+    """Keys only RQ 3.0 writes: the ready registry, rate limits, a worker's executions set."""
     client.zadd("rq:ready:default", {"ready-job": now})
     client.hset("rq:job:ready-job", mapping={"status": "ready_to_enqueue", "origin": "default"})
     client.sadd("rq:rl-keys", "api")
@@ -29,8 +31,15 @@ def _add_future_keys(client: redis.Redis, now: int) -> None:
     client.sadd("rq:worker:gone:executions", "ready-job:abc")
 
 
-def _future_state(client: redis.Redis) -> dict[str, object]:
-    return {k: v for pattern in FUTURE_KEYS for k, v in snapshot(client, pattern).items()}
+def _add_newer_keys(client: redis.Redis, now: int) -> None:
+    """Keys no supported RQ writes (a registry, a worker set and a status of some RQ after 3.0)."""
+    client.zadd("rq:paused:default", {"paused-job": now})
+    client.hset("rq:job:paused-job", mapping={"status": "paused", "origin": "default"})
+    client.sadd("rq:worker:gone:leases", "paused-job:abc")
+
+
+def _future_state(client: redis.Redis, patterns: tuple[str, ...] = FUTURE_KEYS) -> dict[str, object]:
+    return {k: v for pattern in patterns for k, v in snapshot(client, pattern).items()}
 
 
 def _started_job(client: redis.Redis, status: str, member_suffix: str, deadline: float) -> str:
@@ -74,13 +83,17 @@ def test_status_and_requeue_report_future_data_and_leave_it_alone(cli, client):
 
 @pytest.mark.parametrize("where", ["started", "intermediate"])
 def test_clean_reports_a_status_this_rq_cannot_load(rq_env: RqEnv, client, redis_url, where):
-    # Given a real job of this RQ version that carries RQ master's status, where RQ's cleanup
-    # fetches it: an expired started entry, or the intermediate queue (seen over a minute ago)
+    # Given a real job of this RQ version that carries a newer RQ's status (RQ 3.0's rate_limited,
+    # or for RQ 3.0 a hypothetical "paused"), where RQ's cleanup fetches it: an expired started
+    # entry, or the intermediate queue (seen over a minute ago)
     now = int(time.time())
-    _add_future_keys(client, now)
+    newer = rq_env.major >= 3
+    future_keys = NEWER_KEYS if newer else FUTURE_KEYS
+    status = "paused" if newer else "rate_limited"
+    (_add_newer_keys if newer else _add_future_keys)(client, now)
     (job_id,) = enqueue_with(rq_env.python, redis_url, "default", [("tests.jobs.add", [1, 2], {})])
     client.lrem("rq:queue:default", 0, job_id)
-    client.hset(f"rq:job:{job_id}", "status", "rate_limited")
+    client.hset(f"rq:job:{job_id}", "status", status)
     if where == "started":
         member = job_id if rq_env.major == 1 else f"{job_id}:e1"  # 1.16: plain ids
         client.zadd("rq:wip:default", {member: now - 100})
@@ -89,12 +102,12 @@ def test_clean_reports_a_status_this_rq_cannot_load(rq_env: RqEnv, client, redis
         client.rpush("rq:queue:default:intermediate", job_id)
         client.set(f"rq:queue:default:intermediate:first_seen:{job_id}", now - 120, ex=86400)
         what = "intermediate-queue cleanup"
-    before = _future_state(client)
-    assert len(before) == len(FUTURE_KEYS) + 1
+    before = _future_state(client, future_keys)
+    assert len(before) == len(future_keys) + (0 if newer else 1)
     # When rqmaint clean runs on this RQ
     proc = rq_env.rqmaint(redis_url, "clean", "--json")
     # Then
-    assert _future_state(client) == before
+    assert _future_state(client, future_keys) == before
     assert client.exists("rq:clean_registries:default") == 0, "lock not released"
     if rq_env.major == 1:
         # RQ 1.16 does not validate statuses: its own cleanup fails the job like any other
@@ -110,11 +123,11 @@ def test_clean_reports_a_status_this_rq_cannot_load(rq_env: RqEnv, client, redis
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(
         f"rqmaint: error: RQ's own {what} failed on queue 'default' (step '{where}'): "
-        "ValueError: 'rate_limited' is not a valid JobStatus; "
+        f"ValueError: '{status}' is not a valid JobStatus; "
         f"jobs with a status rq {rq_env.version} does not know (written by a newer RQ?): "
-        f"{job_id} (status 'rate_limited');"
+        f"{job_id} (status '{status}');"
     ), line
-    assert client.hget(f"rq:job:{job_id}", "status") == b"rate_limited"
+    assert client.hget(f"rq:job:{job_id}", "status") == status.encode()
     assert client.zscore("rq:failed:default", job_id) is None
     if where == "started":
         assert client.zcard("rq:wip:default") == 1

@@ -84,7 +84,12 @@ def test_status_counts_the_started_and_abandoned_job(rq_env, client, redis_url, 
     else:
         assert member == f"{job_id}:{ab.execution_ids[0]}"
         assert client.exists(f"rq:execution:{job_id}:{ab.execution_ids[0]}", f"rq:executions:{job_id}") == 2
-    assert client.hget(f"rq:worker:{ab.worker_names[0]}", "current_job") == job_id.encode()
+    worker_key = f"rq:worker:{ab.worker_names[0]}"
+    if rq_env.major >= 3:  # RQ 3.0: no current_job, the worker's executions set instead
+        assert client.hget(worker_key, "current_job") is None
+        assert client.smembers(f"{worker_key}:executions") == {member.encode()}
+    else:
+        assert client.hget(worker_key, "current_job") == job_id.encode()
     # When rqmaint (on this RQ) reads the state before the deadline: started, not abandoned, and
     # the dead worker's hash still looks alive until it expires
     q = _status(rq_env, redis_url)
@@ -160,9 +165,37 @@ def test_include_failed_recognises_this_versions_abandoned_failure(rq_env, clien
     assert ab.reruns() == [job_id]
 
 
+#: RQ 3.0's own new states, made by its own code: a dependent left in the ready registry (its
+#: enqueuer died after the dependency's transaction) and a rate limit whose only slot is held by a
+#: job that finished without releasing it (its worker died), with a job waiting for the slot.
+READY_AND_RATE_LIMITS = """
+import sys
+from redis import Redis
+from rq import Queue
+from rq.rate_limit import RateLimit
+from rq.registry import ReadyJobRegistry
+conn = Redis.from_url(sys.argv[1])
+q = Queue("default", connection=conn)
+parent = q.enqueue("tests.jobs.add", 1, 2)
+child = q.enqueue("tests.jobs.add", 3, 4, depends_on=parent)
+conn.lrem(q.key, 0, parent.id)
+conn.hset(parent.key, "status", "finished")
+with conn.pipeline() as pipe:
+    pipe.multi()
+    ReadyJobRegistry("default", connection=conn).register_jobs([child], pipeline=pipe)
+    pipe.execute()
+holder = q.enqueue("tests.jobs.add", 5, 6, rate_limit=RateLimit("api", 1))
+waiter = q.enqueue("tests.jobs.add", 7, 8, rate_limit=RateLimit("api", 1))
+conn.lrem(q.key, 0, holder.id)
+conn.hset(holder.key, "status", "finished")
+print(child.id, holder.id, waiter.id)
+"""
+
+
 def _build_incident(rq_env: RqEnv, client: redis.Redis, url: str, tmp_path: Any) -> dict[str, list[str]]:
     """Real abandoned jobs of this RQ version (one with a failure callback, one with retries left),
-    expired finished/failed entries, a dead worker in the registry, intermediate-queue jobs."""
+    expired finished/failed entries, a dead worker in the registry, intermediate-queue jobs, and on
+    RQ 3.0 a ready-registry dependent and a leaked rate-limit slot (READY_AND_RATE_LIMITS)."""
     py = rq_env.python
     work = tmp_path / "incident"
     with_callback = make_abandoned(
@@ -185,11 +218,17 @@ def _build_incident(rq_env: RqEnv, client: redis.Redis, url: str, tmp_path: Any)
     for _ in (stuck, fresh):  # a worker LMOVEd them, then died before starting them
         client.lmove("rq:queue:default", "rq:queue:default:intermediate", "LEFT", "RIGHT")
     client.set(f"rq:queue:default:intermediate:first_seen:{stuck}", now - 120, ex=86400)
+    rq3: list[str] = []
+    if rq_env.major >= 3:
+        rq3 = rq_env.script(READY_AND_RATE_LIMITS, url).stdout.split()
+        assert client.zscore("rq:ready:default", rq3[0]) is not None
+        assert client.zrange("rq:rl:api:rate_limited", 0, -1) == [rq3[2].encode()]
     return {
         "callback": with_callback.job_ids,
         "retry": with_retry.job_ids,
         "stuck": [stuck],
         "fresh": [fresh],
+        "rq3": rq3,
     }
 
 
@@ -212,13 +251,18 @@ def test_clean_leaves_exactly_what_this_versions_worker_leaves(rq_env, client, r
     # Then it ran this version's steps, in its order
     (result,) = doc["queues"]
     assert result["outcome"] == "cleaned"
-    expected = ["finished", "started", "failed", "deferred", "workers", "intermediate"]
+    expected = ["finished", "started", "failed", "deferred", "ready", "rate-limits"]
+    expected += ["workers", "intermediate"]
+    if rq_env.major < 3:
+        expected.remove("ready")  # RQ 3.0's ReadyJobRegistry and rate limits
+        expected.remove("rate-limits")
     if rq_env.major == 1:
         expected.remove("deferred")  # 1.16's clean_registries has no DeferredJobRegistry step
     assert result["steps_done"] == expected
     # And every key is the same, but the stock worker's own hash (rqmaint's worker never writes
     # one), first_seen times, failure texts' times and the name of the worker that cleaned
-    a, b = snapshot(rq_side), snapshot(ours)
+    # (times compare within 30 s: the two routes run one after the other, each in a fresh process)
+    a, b = snapshot(rq_side, tolerance=30), snapshot(ours, tolerance=30)
     diff = diff_snapshots(
         a,
         b,
@@ -240,7 +284,7 @@ def test_clean_leaves_exactly_what_this_versions_worker_leaves(rq_env, client, r
         ]
         for na, nb in names:
             assert na == nb or (na == WORKER.encode() and nb is not None and nb.startswith(b"rqmaint.")), key
-    for key in [k for k in a if k.startswith("rq:job:")]:
+    for key in [k for k in a if k.startswith("rq:job:") and a[k].type == "hash"]:
         ta, tb = rq_side.hget(key, "exc_info"), ours.hget(key, "exc_info")
         assert _mask(_text(ta) if ta else None) == _mask(_text(tb) if tb else None), key
     # And the incident really was cleaned, as this version does it
@@ -260,6 +304,15 @@ def test_clean_leaves_exactly_what_this_versions_worker_leaves(rq_env, client, r
         assert ours.llen("rq:queue:default:intermediate") == 0
         assert ours.hget(f"rq:job:{fresh}", "status") == b"failed"
         stuck_and_first_seen = (2, 0)
+    if rq_env.major >= 3:  # the dependent was enqueued, the leaked slot freed for the waiting job
+        child, _holder, waiter = ids["rq3"]
+        queued = ours.lrange("rq:queue:default", 0, -1)
+        assert child.encode() in queued and waiter.encode() in queued
+        assert ours.hget(f"rq:job:{child}", "status") == b"queued" and ours.zcard("rq:ready:default") == 0
+        assert ours.hget(f"rq:job:{waiter}", "status") == b"queued"
+        assert ours.zrange("rq:rl:api:allowed", 0, -1) == [waiter.encode()]
+        assert ours.zcard("rq:rl:api:rate_limited") == 0
+        assert (result["plan"]["ready_to_enqueue"], result["plan"]["rate_limit_keys"]) == (1, 1)
     assert ours.exists("rq:clean_registries:default") == 0
     plan = result["plan"]
     assert (plan["started_abandoned"], plan["abandoned_to_retry"], plan["abandoned_to_failed"]) == (2, 1, 1)
@@ -279,3 +332,60 @@ def test_exception_handlers_need_rq_2(rq_env, client, redis_url):
         "rqmaint: error: --exception-handler 'tests.callbacks:handler': the installed rq 1.16"
     )
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+#: RQ 3.0: a worker tracks several executions (its ``<prefix>:worker:<name>:executions`` set). The
+#: stock worker runs one job at a time, so the extra executions of a busy worker are made with RQ
+#: 3.0's own ``Execution.create`` for that worker (what a multi-execution worker class writes).
+EXTRA_EXECUTIONS = """
+import sys
+from redis import Redis
+from rq import Queue
+from rq.executions import Execution
+conn, worker, n = Redis.from_url(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+q = Queue("default", connection=conn)
+ids = []
+for i in range(n):
+    job = q.enqueue("tests.jobs.add", i, i)
+    conn.lrem(q.key, 0, job.id)
+    with conn.pipeline() as pipe:
+        Execution.create(job, ttl=90, pipeline=pipe, worker_name=worker)
+        job.set_status("started", pipeline=pipe)
+        pipe.hset(job.key, mapping={"worker_name": worker})
+        pipe.execute()
+    ids.append(job.id)
+print(" ".join(ids))
+"""
+
+
+def test_a_busy_worker_is_never_robbed(rq_env, client, redis_url, tmp_path):
+    # Given a live, busy stock worker of this RQ version running a job (on RQ 3.0 with two more
+    # executions of its own), all its started entries past their deadline (a stalled heartbeat)
+    from tests.support import wait_for
+
+    marker = tmp_path / "busy.started"
+    (running,) = enqueue_with(rq_env.python, redis_url, "default", [("tests.jobs.block", [str(marker)], {})])
+    worker = start_worker(redis_url, ["default"], log_dir=tmp_path, python=rq_env.python)
+    wait_for(
+        lambda: marker.exists() and client.hget(f"rq:job:{running}", "status") == b"started",
+        timeout=30,
+        what="the busy worker's job to start",
+        diagnostics=worker.log,
+    )
+    ids = [running]
+    if rq_env.major >= 3:
+        ids += rq_env.script(EXTRA_EXECUTIONS, redis_url, worker.name, "2").stdout.split()
+        assert client.scard(f"rq:worker:{worker.name}:executions") == 3
+    age_abandoned(client, "default", 200, keep_worker_hashes=True)
+    assert client.zcount("rq:wip:default", "-inf", time.time()) == len(ids)
+    before = snapshot(client, "rq:job:*")
+    # When rqmaint (on this RQ) requeues abandoned jobs
+    q = _json(rq_env.rqmaint(redis_url, "requeue-abandoned", "--json"))["queues"][0]
+    # Then not one of the worker's jobs was taken from it
+    assert q["requeued"] == 0
+    assert (q["live_worker"], q["skipped_reasons"]) == (len(ids), {})
+    assert client.llen("rq:queue:default") == 0
+    assert snapshot(client, "rq:job:*") == before
+    for job_id in ids:
+        assert client.hget(f"rq:job:{job_id}", "status") == b"started"
+    worker.kill_session()
