@@ -7,6 +7,7 @@ one); everything else (progress, logs, errors) goes to stderr.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -14,13 +15,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-import redis
 import typer
 
-from rqmaint.connection import RetryBudgetExhausted, Target, TransactionInterrupted, scrub
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
+
+if TYPE_CHECKING:
+    from rqmaint.connection import Target
+
+#: Variables with which rich decides a stream is a terminal although it is not a tty.
+_TTY_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 PROG = "rqmaint"
 
@@ -53,6 +58,8 @@ class Output:
 
     @property
     def terminal(self) -> bool:
+        if self._out is None and not sys.stdout.isatty() and not any(v in os.environ for v in _TTY_OVERRIDES):
+            return False  # plainly no terminal: decided without importing rich
         return bool(self.out.is_terminal)
 
     def emit_json(self, doc: dict[str, Any]) -> None:
@@ -92,10 +99,20 @@ class Output:
 
     def error_line(self, message: str) -> None:
         """``rqmaint: error: <message>`` on stderr, passwords scrubbed, printed as text."""
-        self.err.print(f"{PROG}: error: {self.scrubbed(message)}", markup=False)
+        self.info(f"{PROG}: error: {self.scrubbed(message)}")
+
+    def traceback(self) -> None:
+        """With --debug: the current exception's traceback on stderr, passwords scrubbed."""
+        if self.debug:
+            sys.stderr.write(self.scrubbed(traceback.format_exc()))
+            sys.stderr.flush()
 
     def scrubbed(self, text: str) -> str:
-        return scrub(text, self.target) if self.target is not None else text
+        if self.target is None:
+            return text
+        from rqmaint.connection import scrub
+
+        return scrub(text, self.target)
 
 
 def _numeric(rows: Sequence[Sequence[object]], i: int) -> bool:
@@ -159,35 +176,38 @@ def guard(o: Output) -> Iterator[None]:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        o.traceback()
         fail(o, str(Interrupted("SIGINT")), ExitCode.INTERRUPTED)
     except RqmaintError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        o.traceback()
         fail(o, str(exc), exc.exit_code)
-    except redis.exceptions.NoPermissionError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+    except Exception as exc:
+        # redis is imported by whatever raised one of its errors: no need to import it before
+        redis = sys.modules.get("redis")
+        if redis is None or not isinstance(exc, redis.RedisError):
+            raise
+        o.traceback()
+        fail(o, _redis_message(o, exc, redis), ExitCode.ERROR)
+
+
+def _redis_message(o: Output, exc: Exception, redis: Any) -> str:
+    from rqmaint.connection import RetryBudgetExhausted, TransactionInterrupted
+
+    if isinstance(exc, redis.exceptions.NoPermissionError):
         user = o.target.redacted if o.target else "Redis"
-        fail(
-            o,
+        return (
             f"permission denied by {user}: {exc}; this command needs the ACL rules listed in the README "
             "(read-only rules suffice only for status, lock status and --dry-run); nothing was changed "
-            "by the denied command",
-            ExitCode.ERROR,
+            "by the denied command"
         )
-    except redis.RedisError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
-        where = o.target.redacted if o.target else "Redis"
-        kind = type(exc).__name__
-        if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted)):
-            fail(o, f"{kind} talking to {where}: {exc}", ExitCode.ERROR)  # the message says what to do
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            hint = "check that Redis is reachable, or raise --timeout"
-        elif "WRONGTYPE" in str(exc):
-            hint = "a key rqmaint reads as RQ's holds another type: inspect it (TYPE <key>) before cleaning"
-        else:
-            hint = "check the ACL permissions of the connecting user and the server's state"
-        fail(o, f"{kind} talking to {where}: {exc}; {hint}", ExitCode.ERROR)
+    where = o.target.redacted if o.target else "Redis"
+    kind = type(exc).__name__
+    if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted)):
+        return f"{kind} talking to {where}: {exc}"  # the message says what to do
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        hint = "check that Redis is reachable, or raise --timeout"
+    elif "WRONGTYPE" in str(exc):
+        hint = "a key rqmaint reads as RQ's holds another type: inspect it (TYPE <key>) before cleaning"
+    else:
+        hint = "check the ACL permissions of the connecting user and the server's state"
+    return f"{kind} talking to {where}: {exc}; {hint}"
