@@ -14,8 +14,10 @@ from rqmaint.cli.options import (
     DryRunOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    QueuesArg,
     QueuesOpt,
     WaitOpt,
+    queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
 
@@ -26,6 +28,7 @@ def register(app: typer.Typer) -> None:
 
 def clean_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     dry_run: DryRunOpt = False,
     wait: WaitOpt = 0.0,
@@ -50,12 +53,17 @@ def clean_cmd(
     ] = False,
     max_requeues: MaxRequeuesOpt = DEFAULT_MAX_REQUEUES,
 ) -> None:
-    """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does."""
+    """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does.
+
+    It moves jobs of dead workers to the failed registry, as RQ does: add --requeue-abandoned to put
+    them back on their queue instead.
+
+    Example: rqmaint clean default --requeue-abandoned --dry-run"""
     from rqmaint import clean, requeue, rqcompat
 
     handlers = [rqcompat.load_handler(h) for h in exception_handler or []]
     client = ctx.connect()
-    names = ctx.queues(queue)
+    names = ctx.queues(queue_names(queue, queues))
     opts = clean.CleanOptions(dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers)
     if requeue_abandoned:
         opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues)

@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
 
 def demo_cmd(ctx: CliContext) -> None:
     """Stage a real incident on a private server and watch rqmaint fix it (needs rqmaint[demo] or a
-    redis-server on PATH). Touches no other Redis."""
+    redis-server on PATH). Touches no other Redis.
+
+    Example: pip install 'rqmaint[demo]' && rqmaint demo"""
     from rqmaint import demo
 
     o = ctx.out

@@ -133,6 +133,14 @@ def clean_report(o: Output, dry_run: bool, results: list[clean.QueueClean]) -> N
         lock_outcome(o, r.queue, r.outcome, r.holder)
         if r.error:
             o.error_line(r.error)
+    to_failed = sum(r.plan.abandoned_to_failed for r in results if r.requeue is None)
+    if to_failed:
+        o.info(
+            f"{to_failed} abandoned job(s) {'would go' if dry_run else 'went'} to the failed registry, "
+            "as RQ sends them: rqmaint clean --requeue-abandoned puts such jobs back on their queue "
+            "instead"
+            + ("" if dry_run else ", and rqmaint requeue-abandoned --include-failed can take these back")
+        )
 
 
 # -- requeue-abandoned ----------------------------------------------------------------------------

@@ -16,8 +16,10 @@ from rqmaint.cli.options import (
     DryRunOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    QueuesArg,
     QueuesOpt,
     WaitOpt,
+    queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
 
@@ -28,6 +30,7 @@ def register(app: typer.Typer) -> None:
 
 def requeue_abandoned_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     dry_run: DryRunOpt = False,
     at_front: Annotated[
@@ -54,11 +57,13 @@ def requeue_abandoned_cmd(
     wait: WaitOpt = 0.0,
     lock_ttl: LockTtlOpt = DEFAULT_LEASE,
 ) -> None:
-    """Put jobs whose worker died mid-job back on their queue, atomically and exactly once."""
+    """Put jobs whose worker died mid-job back on their queue, atomically and exactly once.
+
+    Example: rqmaint requeue-abandoned default --dry-run   (then again without --dry-run)"""
     from rqmaint import requeue
 
     client = ctx.connect()
-    names = ctx.queues(queue)
+    names = ctx.queues(queue_names(queue, queues))
     opts = requeue.RequeueOptions(
         dry_run=dry_run,
         at_front=at_front,

@@ -6,19 +6,21 @@ import typer
 
 from rqmaint.cli import render
 from rqmaint.cli.context import CliContext, command
-from rqmaint.cli.options import QueuesOpt
+from rqmaint.cli.options import QueuesArg, QueuesOpt, queue_names
 
 
 def register(app: typer.Typer) -> None:
     command(app, "status")(status_cmd)
 
 
-def status_cmd(ctx: CliContext, queue: QueuesOpt = None) -> None:
-    """Registry state per queue. Strictly read-only: never runs RQ's count-time cleanups."""
+def status_cmd(ctx: CliContext, queues: QueuesArg = None, queue: QueuesOpt = None) -> None:
+    """Registry state per queue. Strictly read-only: never runs RQ's count-time cleanups.
+
+    Example: rqmaint status default emails -u redis://redis:6379/0"""
     from rqmaint import status
 
     client = ctx.connect()
-    rows = status.collect(client, ctx.queues(queue))
+    rows = status.collect(client, ctx.queues(queue_names(queue, queues)))
     if ctx.json:
         ctx.out.emit_json({"queues": [r.as_dict() for r in rows]})
         return

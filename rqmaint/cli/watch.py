@@ -20,8 +20,10 @@ from rqmaint.cli.options import (
     MAX_SECONDS,
     LockTtlOpt,
     MaxRequeuesOpt,
+    QueuesArg,
     QueuesOpt,
     finite,
+    queue_names,
 )
 from rqmaint.errors import ExitCode
 
@@ -35,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
 def watch_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     interval: Annotated[
         float,
@@ -87,11 +90,13 @@ def watch_cmd(
 
     View-only by default. Off a terminal it prints one line per cycle (JSON lines with --json).
     SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0. With --max-cycles it
-    exits 1 if the last cycle could not reach Redis."""
+    exits 1 if the last cycle could not reach Redis.
+
+    Example: rqmaint watch --requeue-abandoned --metrics-port 9121"""
     from rqmaint import watch
 
     opts = watch.WatchOptions(
-        queues=queue or None,
+        queues=queue_names(queue, queues),
         interval=interval,
         clean=do_clean,
         requeue_abandoned=do_requeue,
