@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import typer
 
+from rqmaint.cli import tables
+from rqmaint.cli.tables import Col
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
 
 if TYPE_CHECKING:
@@ -68,20 +70,19 @@ class Output:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
-    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """A rich table on a terminal; off one, tab-separated lines with a header (for grep/awk)."""
+    def table(
+        self,
+        title: str | None,
+        columns: Sequence[str | Col],
+        rows: Sequence[Sequence[object]],
+        empty: str | None = None,
+    ) -> None:
+        """A rich table fitted to the terminal (or ``empty`` when there are no rows); off a terminal,
+        tab-separated lines with a header (for grep/awk). See :mod:`rqmaint.cli.tables`."""
         if self.terminal:
-            from rich.table import Table
-
-            t = Table(title=title, title_justify="left")
-            for i, c in enumerate(columns):
-                t.add_column(c, justify="left" if i == 0 else "right" if _numeric(rows, i) else "left")
-            for r in rows:
-                t.add_row(*(_cell(v) for v in r))
-            self.out.print(t)
+            self.out.print(tables.renderable(title, columns, rows, self.out.width, empty))
         else:
-            lines = ["\t".join(columns)] + ["\t".join(_cell(v) for v in r) for r in rows]
-            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.write(tables.tsv(columns, rows))
             sys.stdout.flush()
 
     def line(self, text: str) -> None:
@@ -99,7 +100,9 @@ class Output:
 
     def error_line(self, message: str) -> None:
         """``rqmaint: error: <message>`` on stderr, passwords scrubbed, printed as text."""
-        self.info(f"{PROG}: error: {self.scrubbed(message)}")
+        self.info(
+            f"{PROG}: error: {tables.escape(self.scrubbed(message), backslash=False)}"
+        )  # one line, always
 
     def traceback(self) -> None:
         """With --debug: the current exception's traceback on stderr, passwords scrubbed."""
@@ -113,18 +116,6 @@ class Output:
         from rqmaint.connection import scrub
 
         return scrub(text, self.target)
-
-
-def _numeric(rows: Sequence[Sequence[object]], i: int) -> bool:
-    return bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
-
-
-def _cell(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.1f}"
-    return str(v)
 
 
 def fail(o: Output, message: str, code: ExitCode) -> NoReturn:

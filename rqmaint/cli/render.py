@@ -10,11 +10,29 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rqmaint.cli.output import Output
+from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
     from rqmaint import clean, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
+#: Outcomes of a queue that went as asked; any other is shown as a problem.
+FINE = frozenset({"done", "cleaned", "would-clean", "would-requeue"})
+#: Which status columns go first when the terminal is narrow (lowest first; unlisted: 5).
+STATUS_PRIORITY = {
+    "canceled": 1,
+    "finished": 2,
+    "deferred": 2,
+    "scheduled": 3,
+    "intermediate": 4,
+    "workers": 6,
+    "failed": 7,
+    "started": 8,
+    "queued": 9,
+    "abandoned": 10,
+}
+#: Status counts that are a problem when not 0.
+STATUS_ALERTS = frozenset({"abandoned", "stalled"})
 
 
 def lock_text(info: lock.LockInfo) -> str:
@@ -25,10 +43,29 @@ def lock_text(info: lock.LockInfo) -> str:
     parts = [info.holder_kind]
     if info.holder_kind == HOLDER_RQMAINT:
         parts.append(f"pid {info.holder_pid}@{info.holder_host}")
-    parts.append("no expiry" if info.no_expiry else f"ttl {info.ttl}s")
+    parts.append("no expiry" if info.no_expiry else f"ttl {duration(info.ttl)}")
     if info.held_for is not None:
-        parts.append(f"held {info.held_for:.0f}s")
+        parts.append(f"held {duration(info.held_for)}")
     return " ".join(parts)
+
+
+def _alert_if(bad: bool, value: object) -> object:
+    return Alert(value) if bad else value
+
+
+def _outcome(outcome: str) -> object:
+    return _alert_if(outcome not in FINE, outcome)
+
+
+def _title(o: Output, dry_run: bool, outcomes: list[str], dry: str, done: str, undone: str) -> str | None:
+    if not o.terminal:
+        return None
+    if dry_run:
+        return dry
+    ok = sum(1 for x in outcomes if x in FINE)
+    if ok == len(outcomes):
+        return done
+    return undone if ok == 0 else f"{done} ({len(outcomes) - ok} of {len(outcomes)} queues not)"
 
 
 def no_queues(o: Output) -> None:
@@ -38,14 +75,31 @@ def no_queues(o: Output) -> None:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def status_table(o: Output, rows: list[status.QueueStatus]) -> None:
+def status_columns() -> list[Col]:
     from rqmaint.status import COUNTS
 
-    o.table(
-        STATUS_TITLE if o.terminal else None,
-        ["queue", *COUNTS, "lock"],
-        [[r.name, *r.counts(), lock_text(r.lock)] for r in rows],
-    )
+    return [
+        Col("queue", KEY),
+        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in COUNTS),
+        Col("lock", TEXT, 5, max_len=40),
+    ]
+
+
+def status_rows(rows: list[status.QueueStatus]) -> list[list[object]]:
+    from rqmaint.status import COUNTS
+
+    return [
+        [
+            r.name,
+            *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(COUNTS, r.counts(), strict=True)),
+            _alert_if(r.lock.no_expiry, lock_text(r.lock)),
+        ]
+        for r in rows
+    ]
+
+
+def status_table(o: Output, rows: list[status.QueueStatus]) -> None:
+    o.table(STATUS_TITLE if o.terminal else None, status_columns(), status_rows(rows))
     if not rows:
         no_queues(o)
 
@@ -56,12 +110,19 @@ def status_table(o: Output, rows: list[status.QueueStatus]) -> None:
 def lock_table(o: Output, infos: list[lock.LockInfo]) -> None:
     o.table(
         "Cleaning locks" if o.terminal else None,
-        ["queue", "held", "ttl", "holder_kind", "holder", "held_for"],
+        [
+            Col("queue", KEY),
+            Col("held", TEXT, 9),
+            Col("ttl", DURATION, 8),
+            Col("holder_kind", TEXT, 7),
+            Col("holder", TEXT, 4),
+            Col("held_for", DURATION, 6),
+        ],
         [
             [
                 i.queue,
                 "yes" if i.held else "no",
-                "none" if i.no_expiry else i.ttl,
+                Alert("none") if i.no_expiry else i.ttl,
                 i.holder_kind,
                 i.describe_holder() if i.held else None,
                 i.held_for,
@@ -100,27 +161,31 @@ def clean_report(o: Output, dry_run: bool, results: list[clean.QueueClean]) -> N
         o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in results]})
     else:
         o.table(
-            ("Would clean (dry run)" if dry_run else "Cleaned") if o.terminal else None,
+            _title(
+                o, dry_run, [r.outcome for r in results], "Would clean (dry run)", "Cleaned", "Not cleaned"
+            ),
             [
-                "queue",
-                "outcome",
-                "finished",
-                "failed",
-                "abandoned",
-                "to_failed",
-                "to_retry",
-                "dead_workers",
-                "intermediate_stuck",
-                "holder",
+                Col("queue", KEY),
+                Col("outcome", TEXT, 10),
+                Col("finished", COUNT, 3),
+                Col("failed", COUNT, 3),
+                Col("abandoned", COUNT, 8),
+                Col("to_failed", COUNT, 7),
+                Col("to_retry", COUNT, 6),
+                Col("dead_workers", COUNT, 4),
+                Col("intermediate_stuck", COUNT, 4),
+                Col("holder", TEXT, 2),
             ],
             [
                 [
                     r.queue,
-                    r.outcome,
+                    _outcome(r.outcome),
                     r.plan.finished_expired,
                     r.plan.failed_expired,
                     r.plan.started_abandoned,
-                    r.plan.abandoned_to_failed,
+                    _alert_if(
+                        r.plan.abandoned_to_failed > 0 and r.requeue is None, r.plan.abandoned_to_failed
+                    ),
                     r.plan.abandoned_to_retry,
                     r.plan.dead_workers,
                     r.plan.intermediate_stuck,
@@ -155,21 +220,21 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
         o.table(
             "Abandoned jobs (dry run)" if o.terminal else None,
             [
-                "job_id",
-                "queue",
-                "from",
-                "would",
-                "description",
-                "abandoned_since",
-                "last_worker",
-                "times_requeued",
+                Col("job_id", KEY),
+                Col("queue", KEY),
+                Col("from", TEXT, 6),
+                Col("would", TEXT, 9),
+                Col("description", TEXT, 3, max_len=40),
+                Col("abandoned_since", TEXT, 4),
+                Col("last_worker", TEXT, 2, max_len=32),
+                Col("times_requeued", COUNT, 5),
             ],
             [
                 [
                     j.job_id,
                     j.queue,
                     j.source,
-                    j.action,
+                    _alert_if(j.action != "requeue", j.action),
                     j.description,
                     j.abandoned_since,
                     j.last_worker,
@@ -177,17 +242,29 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
                 ]
                 for j in jobs
             ],
+            empty="no abandoned jobs: nothing to requeue",
         )
     o.table(
-        ("Would requeue (dry run)" if dry_run else "Requeued") if o.terminal else None,
-        ["queue", "outcome", "requeued", "given_up", "skipped", "live_worker", "already_queued", "raced"],
+        _title(
+            o, dry_run, [r.outcome for r in reports], "Would requeue (dry run)", "Requeued", "Not requeued"
+        ),
+        [
+            Col("queue", KEY),
+            Col("outcome", TEXT, 10),
+            Col("requeued", COUNT, 9),
+            Col("given_up", COUNT, 8),
+            Col("skipped", COUNT, 7),
+            Col("live_worker", COUNT, 4),
+            Col("already_queued", COUNT, 3),
+            Col("raced", COUNT, 2),
+        ],
         [
             [
                 r.name,
-                r.outcome,
+                _outcome(r.outcome),
                 r.requeued,
-                r.given_up,
-                r.skipped,
+                _alert_if(r.given_up > 0, r.given_up),
+                _alert_if(r.problem_count > 0, r.skipped),
                 r.counts.get("live_worker", 0),
                 r.already_queued,
                 r.raced,
@@ -230,19 +307,14 @@ def watch_summary(cycle: watch.Cycle) -> str:
     )
 
 
-def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -> Any:
-    """The live dashboard of one cycle (a rich renderable)."""
+def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, width: int) -> Any:
+    """The live dashboard of one cycle (a rich renderable), fitted to ``width``."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    from rqmaint.status import COUNTS
+    from rqmaint.cli import tables
 
-    table = Table(title=f"rqmaint watch: {target}", title_justify="left")
-    for col in ("queue", *COUNTS, "lock"):
-        table.add_column(col, justify="left" if col in ("queue", "lock") else "right")
-    for q in cycle.queues:
-        table.add_row(q.name, *(str(n) for n in q.counts()), lock_text(q.lock))
+    table = tables.renderable(f"rqmaint watch: {target}", status_columns(), status_rows(cycle.queues), width)
     mode = (
         "view only"
         if not (opts.clean or opts.requeue_abandoned)
@@ -250,8 +322,10 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -
             x for x, on in (("clean", opts.clean), ("requeue-abandoned", opts.requeue_abandoned)) if on
         )
     )
-    summary = Text(watch_summary(cycle), style="green" if cycle.ok else "bold red")
+    summary = Text(
+        tables.escape(watch_summary(cycle), backslash=False), style="green" if cycle.ok else "bold red"
+    )
     footer = Text(
-        f"{mode}; every {opts.interval:g}s; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
+        f"{mode}; every {duration(opts.interval)}; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
     return Group(table, summary, footer)

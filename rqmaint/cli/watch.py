@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import render, tables
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
     DEFAULT_LEASE,
@@ -114,9 +114,9 @@ def _report(ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOpt
         sys.stdout.flush()
     elif live is not None:
         assert o.target is not None
-        live.update(render.watch_dashboard(cycle, opts, o.target.redacted), refresh=True)
+        live.update(render.watch_dashboard(cycle, opts, o.target.redacted, o.out.width), refresh=True)
     else:
-        sys.stdout.write(render.watch_summary(cycle) + "\n")
+        sys.stdout.write(tables.escape(render.watch_summary(cycle), backslash=False) + "\n")
         sys.stdout.flush()
     if not cycle.ok:
         o.info(o.scrubbed(f"rqmaint watch: {cycle.error}; retrying in {cycle.next_in:.0f}s"))
