@@ -13,7 +13,7 @@ from rqmaint.cli.output import Output
 from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import clean, lock, requeue, status, watch
+    from rqmaint import clean, eviction, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 #: Outcomes of a queue that went as asked; any other is shown as a problem.
@@ -70,6 +70,12 @@ def _title(o: Output, dry_run: bool, outcomes: list[str], dry: str, done: str, u
 
 def no_queues(o: Output) -> None:
     o.info("no queues: rq:queues is empty")
+
+
+def warn(o: Output, risk: eviction.EvictionRisk | None) -> None:
+    """A server setting that endangers RQ's data, on stderr (also in --json runs: JSON has it too)."""
+    if risk is not None:
+        o.info(f"rqmaint: warning: {risk.message()}")
 
 
 # -- status ---------------------------------------------------------------------------------------

@@ -17,11 +17,15 @@ def status_cmd(ctx: CliContext, queues: QueuesArg = None, queue: QueuesOpt = Non
     """Registry state per queue. Strictly read-only: never runs RQ's count-time cleanups.
 
     Example: rqmaint status default emails -u redis://redis:6379/0"""
-    from rqmaint import status
+    from rqmaint import eviction, status
 
     client = ctx.connect()
     rows = status.collect(client, ctx.queues(queue_names(queue, queues)))
+    risk = eviction.eviction_risk(client)
     if ctx.json:
-        ctx.out.emit_json({"queues": [r.as_dict() for r in rows]})
+        ctx.out.emit_json(
+            {"queues": [r.as_dict() for r in rows], "warnings": [risk.as_dict()] if risk else []}
+        )
         return
     render.status_table(ctx.out, rows)
+    render.warn(ctx.out, risk)

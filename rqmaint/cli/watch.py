@@ -159,6 +159,9 @@ def run(
         watcher = watch.Watcher.start(ctx.connect, opts, stop, failed, max_cycles)
         if watcher is None:
             return stop.is_set()
+        from rqmaint import eviction
+
+        render.warn(o, eviction.eviction_risk(watcher.client))  # once, at the start
         if o.terminal and not o.json_mode:
             from rich.live import Live
 
