@@ -217,9 +217,38 @@ def clean_report(o: Output, dry_run: bool, results: list[clean.QueueClean]) -> N
 # -- requeue-abandoned ----------------------------------------------------------------------------
 
 
-def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]) -> None:
+def shown_of(listed: int, total: int, what: str) -> str:
+    """``" (200 of 50000 shown)"`` when a list was cut, else nothing."""
+    return f" ({listed} of {total} {what} shown)" if listed < total else ""
+
+
+def stopped(o: Output, signal_name: str, done: int, total: int) -> None:
+    """The line that ends an interrupted run (after its report)."""
+    o.error_line(
+        f"stopped by {signal_name} at a safe point after {done} of {total} queue(s); every lock this run "
+        "held was released; what was done is reported above; running the same command again continues"
+    )
+
+
+def _listed_total(r: requeue.QueueRequeue) -> int:
+    """How many jobs the dry run's list stands for (every outcome but a lost race)."""
+    return sum(r.counts.values()) - r.raced
+
+
+def requeue_report(
+    o: Output,
+    dry_run: bool,
+    reports: list[requeue.QueueRequeue],
+    stopped: str | None = None,
+    queues: int | None = None,
+) -> None:
     if o.json_mode:
-        o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in reports]})
+        doc: dict[str, object] = {"dry_run": dry_run, "stopped": stopped is not None}
+        if stopped is not None:
+            doc["stopped_by"] = stopped
+            doc["queues_total"] = queues
+        doc["queues"] = [r.as_dict() for r in reports]
+        o.emit_json(doc)
         return
     if dry_run:
         jobs = [j for r in reports for j in r.jobs]
@@ -250,6 +279,11 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
             ],
             empty="no abandoned jobs: nothing to requeue",
         )
+        listed, total = len(jobs), sum(_listed_total(r) for r in reports)
+        if listed < total:
+            o.info(
+                f"jobs: {listed} of {total} shown (--json lists the same ones; the totals below are exact)"
+            )
     o.table(
         _title(
             o, dry_run, [r.outcome for r in reports], "Would requeue (dry run)", "Requeued", "Not requeued"
@@ -281,11 +315,23 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
     for r in reports:
         for p in r.problems:
             o.info(f"queue {r.name!r}: skipped job {p['job_id']}: {p['reason']}")
+        if len(r.problems) < r.problem_count:
+            o.info(f"queue {r.name!r}: {len(r.problems)} of {r.problem_count} skipped jobs shown (--json)")
         if r.given_up:
             o.info(
                 f"queue {r.name!r}: gave up on {r.given_up} job(s) abandoned too often (poison?): "
-                f"{', '.join(r.given_up_jobs[:10])}; they are in the failed registry"
+                f"{', '.join(r.given_up_jobs[:10])}"
+                f"{shown_of(min(10, len(r.given_up_jobs)), r.given_up, 'ids')}; "
+                "they are in the failed registry"
             )
+        moved = getattr(r, "requeued_jobs", None)  # the ids a real run moved, where the engine lists them
+        if moved and not dry_run:
+            o.info(
+                f"queue {r.name!r}: requeued {', '.join(moved[:10])}"
+                f"{shown_of(min(10, len(moved)), r.requeued, 'ids')}"
+            )
+        if r.outcome == "stopped":
+            o.info(f"queue {r.name!r}: stopped part-way; the counts above are what was done before")
         lock_outcome(o, r.name, r.outcome, r.holder)
 
 

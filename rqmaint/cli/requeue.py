@@ -22,6 +22,7 @@ from rqmaint.cli.options import (
     queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
+from rqmaint.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -59,8 +60,11 @@ def requeue_abandoned_cmd(
 ) -> None:
     """Put jobs whose worker died mid-job back on their queue, atomically and exactly once.
 
+    SIGTERM/SIGINT stop it at the next safe point (between batches), with every lock released: it
+    reports what was done per queue, and exits 130; running it again continues.
+
     Example: rqmaint requeue-abandoned default --dry-run   (then again without --dry-run)"""
-    from rqmaint import requeue
+    from rqmaint import lock, requeue, stopping
 
     client = ctx.connect()
     names = ctx.queues(queue_names(queue, queues))
@@ -73,9 +77,21 @@ def requeue_abandoned_cmd(
         batch_size=batch_size,
     )
     reports = []
-    for name in names:
-        if not ctx.json:
-            ctx.out.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
-        reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl))
-    render.requeue_report(ctx.out, dry_run, reports)
+    with stopping.on_signals() as flag:
+        for name in names:
+            if flag.requested:
+                break
+            if not ctx.json:
+                ctx.out.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
+            try:
+                reports.append(
+                    requeue.requeue_queue(client, name, opts, wait, lock_ttl, stop=flag.checkpoint)
+                )
+            except lock.StopRequested:  # a dry run (no lock) lets the stop through
+                reports.append(requeue.QueueRequeue(name, outcome="stopped"))
+    stopped = flag.signal if flag.requested else None
+    render.requeue_report(ctx.out, dry_run, reports, stopped=stopped, queues=len(names))
+    if stopped is not None:
+        render.stopped(ctx.out, stopped, len(reports), len(names))
+        exit_with(ExitCode.INTERRUPTED)
     exit_with(exit_code([r.outcome for r in reports], reports))
