@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import progress, render
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
     DEFAULT_BATCH,
@@ -22,6 +22,7 @@ from rqmaint.cli.options import (
     queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
+from rqmaint.cli.tables import escape
 from rqmaint.errors import ExitCode
 
 
@@ -77,18 +78,25 @@ def requeue_abandoned_cmd(
         batch_size=batch_size,
     )
     reports = []
-    with stopping.on_signals() as flag:
+    with stopping.on_signals() as flag, progress.for_run(ctx.json, "batches") as bars:
+        bars.queues(len(names), "queues")
         for name in names:
             if flag.requested:
                 break
             if not ctx.json:
-                ctx.out.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
+                bars.note(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
+            bars.start(f"{'dry run' if dry_run else 'requeue'} {escape(name, backslash=False)}", None)
+
+            def checkpoint() -> None:  # between batches: a safe point
+                flag.checkpoint()
+                bars.advance()
+
             try:
-                reports.append(
-                    requeue.requeue_queue(client, name, opts, wait, lock_ttl, stop=flag.checkpoint)
-                )
+                reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl, stop=checkpoint))
             except lock.StopRequested:  # a dry run (no lock) lets the stop through
                 reports.append(requeue.QueueRequeue(name, outcome="stopped"))
+            bars.finish()
+            bars.queue_done()
     stopped = flag.signal if flag.requested else None
     render.requeue_report(ctx.out, dry_run, reports, stopped=stopped, queues=len(names))
     if stopped is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import progress, render
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import QueuesArg, QueuesOpt, queue_names
 
@@ -20,7 +20,13 @@ def status_cmd(ctx: CliContext, queues: QueuesArg = None, queue: QueuesOpt = Non
     from rqmaint import eviction, status
 
     client = ctx.connect()
-    rows = status.collect(client, ctx.queues(queue_names(queue, queues)))
+    names = ctx.queues(queue_names(queue, queues))
+    few = len(names) < progress.STATUS_MIN_QUEUES
+    with progress.for_run(ctx.json or few, "queues") as bars:
+        bars.start(f"reading {len(names)} queues", len(names))
+        rows = status.collect(client, names)  # a few pipelined round trips for all of them
+        bars.advance(len(names))
+        bars.finish()
     risk = eviction.eviction_risk(client)
     if ctx.json:
         ctx.out.emit_json(
