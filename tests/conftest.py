@@ -29,6 +29,7 @@ from tests.support import (
     stop_started_workers,
 )
 from tests.support.cli import COLUMNS, SCRUBBED_ENV
+from tests.support.servers import IN_CI, REDIS_SERVER, VALKEY_ONLY_NOTE
 from tests.support.workers import STARTED_WORKERS
 
 
@@ -38,6 +39,16 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in SCRUBBED_ENV:
         os.environ.pop(name, None)
     os.environ["COLUMNS"] = COLUMNS
+    if IN_CI and REDIS_SERVER is None:
+        raise pytest.UsageError("CI runs every test on Redis and Valkey: redis-server is not on PATH")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Without redis-server (outside CI) the suite runs on Valkey alone: say so once, at the start."""
+    if "redis" not in SERVER_KINDS:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(VALKEY_ONLY_NOTE, yellow=True)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,9 +17,11 @@ from rqmaint.cli.options import (
     MaxRequeuesOpt,
     PathOpt,
     QueueClassOpt,
+    QueuesArg,
     QueuesOpt,
     SerializerOpt,
     WaitOpt,
+    queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
 from rqmaint.errors import ExitCode, Interrupted
@@ -31,6 +33,7 @@ def register(app: typer.Typer) -> None:
 
 def clean_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     dry_run: DryRunOpt = False,
     wait: WaitOpt = 0.0,
@@ -61,14 +64,19 @@ def clean_cmd(
 ) -> None:
     """Acquire -> clean -> release, per queue: exactly what an RQ worker's maintenance does.
 
+    It moves jobs of dead workers to the failed registry, as RQ does: add --requeue-abandoned to put
+    them back on their queue instead.
+
     SIGTERM/SIGINT stop it at the next safe point (between RQ's steps and batches of abandoned
-    jobs), with every lock released: exit 130."""
+    jobs), with every lock released: exit 130.
+
+    Example: rqmaint clean default --requeue-abandoned --dry-run"""
     from rqmaint import clean, requeue, rqcompat, stopping
 
     classes = rqcompat.resolve_classes(serializer, job_class, queue_class, path or ["."])
     handlers = [rqcompat.load_handler(h) for h in exception_handler or []]
     client = ctx.connect()
-    names = ctx.queues(queue)
+    names = ctx.queues(queue_names(queue, queues))
     opts = clean.CleanOptions(
         dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers, classes=classes
     )

@@ -10,13 +10,15 @@ import typer
 from rqmaint.cli import render
 from rqmaint.cli.completion import complete_queue
 from rqmaint.cli.context import CliContext, command
-from rqmaint.cli.options import DryRunOpt, QueuesOpt
+from rqmaint.cli.group import new_app
+from rqmaint.cli.options import DryRunOpt, QueuesArg, QueuesOpt, queue_names
 from rqmaint.errors import ExitCode, Refused
 
 
 def register(app: typer.Typer) -> None:
-    lock_app = typer.Typer(
-        help="Inspect and release RQ's per-queue cleaning lock (rq:clean_registries:<queue>).",
+    lock_app = new_app(
+        help="Inspect and release RQ's per-queue cleaning lock (rq:clean_registries:<queue>)."
+        "\n\nExample: rqmaint lock status",
         no_args_is_help=True,
     )
     command(lock_app, "status")(lock_status_cmd)
@@ -24,11 +26,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(lock_app, name="lock")
 
 
-def lock_status_cmd(ctx: CliContext, queue: QueuesOpt = None) -> None:
-    """Who holds each queue's cleaning lock, its TTL, and for how long it has been held."""
+def lock_status_cmd(ctx: CliContext, queues: QueuesArg = None, queue: QueuesOpt = None) -> None:
+    """Who holds each queue's cleaning lock, its TTL, and for how long it has been held.
+
+    Example: rqmaint lock status default"""
     from rqmaint import lock
 
-    infos = lock.inspect(ctx.connect(), ctx.queues(queue))
+    infos = lock.inspect(ctx.connect(), ctx.queues(queue_names(queue, queues)))
     if ctx.json:
         ctx.out.emit_json({"locks": [i.as_dict() for i in infos]})
         return
@@ -50,7 +54,9 @@ def lock_release_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; required off a terminal.")] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Release a queue's lock: deleted only if it still holds the value shown (compare-and-delete)."""
+    """Release a queue's lock: deleted only if it still holds the value shown (compare-and-delete).
+
+    Example: rqmaint lock release -q default --dry-run"""
     from rqmaint import lock, queues
 
     o = ctx.out

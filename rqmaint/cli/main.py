@@ -15,12 +15,14 @@ import typer
 from rqmaint import __version__
 from rqmaint.cli import clean, demo, lock, requeue, status, watch
 from rqmaint.cli.completion import init as init_completion
+from rqmaint.cli.group import new_app
 from rqmaint.cli.output import install_signal_handlers
 
-app = typer.Typer(
+app = new_app(
     name="rqmaint",
-    help="Maintenance toolkit for RQ (Redis Queue): see and release the cleaning lock, "
-    "run the acquire -> clean -> release cycle, inspect registries.",
+    help="Maintenance toolkit for RQ (Redis Queue): put the jobs of dead workers back on their queue, "
+    "see and release the cleaning lock, run the acquire -> clean -> release cycle, inspect registries."
+    "\n\nExample: rqmaint requeue-abandoned --dry-run -u redis://redis:6379/0",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

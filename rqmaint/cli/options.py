@@ -33,15 +33,49 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def split_queues(values: list[str] | None) -> list[str] | None:
+    """``-q a,b -q c`` -> ``[a, b, c]``; an empty name (``-q ""``, ``-q a,,b``) is a usage error."""
+    if values is None:
+        return None
+    names: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            if not name.strip():
+                raise typer.BadParameter(
+                    f"empty queue name in {value!r}; name a queue, or leave -q out for all."
+                )
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def queue_names(option: list[str] | None, arguments: list[str] | None) -> list[str] | None:
+    """The queues named by ``-q`` and by position, in order, each once; None if none was named."""
+    names = [*(option or []), *(n for n in arguments or [] if n not in (option or []))]
+    return names or None
+
+
 QueuesOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--queue",
         "-q",
         metavar="QUEUE",
-        help="Queue name; repeat for several. Default: every queue in rq:queues.",
+        help="Queue name; repeat or separate with commas for several (-q a,b). "
+        "Default: every queue in rq:queues.",
         autocompletion=complete_queue,
         show_default=False,
+        callback=split_queues,
+    ),
+]
+QueuesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[QUEUE]...",
+        help="Queue names, as rq info takes them (the same as -q).",
+        autocompletion=complete_queue,
+        show_default=False,
+        callback=split_queues,
     ),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")]

@@ -7,6 +7,7 @@ one); everything else (progress, logs, errors) goes to stderr.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import traceback
@@ -14,13 +15,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-import redis
 import typer
 
-from rqmaint.connection import ClusterError, RetryBudgetExhausted, Target, TransactionInterrupted, scrub
+from rqmaint.cli import tables
+from rqmaint.cli.tables import Col
 from rqmaint.errors import ExitCode, Interrupted, RqmaintError
+
+if TYPE_CHECKING:
+    from rqmaint.connection import Target
+
+#: Variables with which rich decides a stream is a terminal although it is not a tty.
+_TTY_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
 PROG = "rqmaint"
 
@@ -53,6 +60,8 @@ class Output:
 
     @property
     def terminal(self) -> bool:
+        if self._out is None and not sys.stdout.isatty() and not any(v in os.environ for v in _TTY_OVERRIDES):
+            return False  # plainly no terminal: decided without importing rich
         return bool(self.out.is_terminal)
 
     def emit_json(self, doc: dict[str, Any]) -> None:
@@ -61,20 +70,19 @@ class Output:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
-    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """A rich table on a terminal; off one, tab-separated lines with a header (for grep/awk)."""
+    def table(
+        self,
+        title: str | None,
+        columns: Sequence[str | Col],
+        rows: Sequence[Sequence[object]],
+        empty: str | None = None,
+    ) -> None:
+        """A rich table fitted to the terminal (or ``empty`` when there are no rows); off a terminal,
+        tab-separated lines with a header (for grep/awk). See :mod:`rqmaint.cli.tables`."""
         if self.terminal:
-            from rich.table import Table
-
-            t = Table(title=title, title_justify="left")
-            for i, c in enumerate(columns):
-                t.add_column(c, justify="left" if i == 0 else "right" if _numeric(rows, i) else "left")
-            for r in rows:
-                t.add_row(*(_cell(v) for v in r))
-            self.out.print(t)
+            self.out.print(tables.renderable(title, columns, rows, self.out.width, empty))
         else:
-            lines = ["\t".join(columns)] + ["\t".join(_cell(v) for v in r) for r in rows]
-            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.write(tables.tsv(columns, rows))
             sys.stdout.flush()
 
     def line(self, text: str) -> None:
@@ -92,22 +100,22 @@ class Output:
 
     def error_line(self, message: str) -> None:
         """``rqmaint: error: <message>`` on stderr, passwords scrubbed, printed as text."""
-        self.err.print(f"{PROG}: error: {self.scrubbed(message)}", markup=False)
+        self.info(
+            f"{PROG}: error: {tables.escape(self.scrubbed(message), backslash=False)}"
+        )  # one line, always
+
+    def traceback(self) -> None:
+        """With --debug: the current exception's traceback on stderr, passwords scrubbed."""
+        if self.debug:
+            sys.stderr.write(self.scrubbed(traceback.format_exc()))
+            sys.stderr.flush()
 
     def scrubbed(self, text: str) -> str:
-        return scrub(text, self.target) if self.target is not None else text
+        if self.target is None:
+            return text
+        from rqmaint.connection import scrub
 
-
-def _numeric(rows: Sequence[Sequence[object]], i: int) -> bool:
-    return bool(rows) and all(isinstance(r[i], (int, float)) for r in rows)
-
-
-def _cell(v: object) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.1f}"
-    return str(v)
+        return scrub(text, self.target)
 
 
 def fail(o: Output, message: str, code: ExitCode) -> NoReturn:
@@ -159,35 +167,38 @@ def guard(o: Output) -> Iterator[None]:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        o.traceback()
         fail(o, str(Interrupted("SIGINT")), ExitCode.INTERRUPTED)
     except RqmaintError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+        o.traceback()
         fail(o, str(exc), exc.exit_code)
-    except redis.exceptions.NoPermissionError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
+    except Exception as exc:
+        # redis is imported by whatever raised one of its errors: no need to import it before
+        redis = sys.modules.get("redis")
+        if redis is None or not isinstance(exc, redis.RedisError):
+            raise
+        o.traceback()
+        fail(o, _redis_message(o, exc, redis), ExitCode.ERROR)
+
+
+def _redis_message(o: Output, exc: Exception, redis: Any) -> str:
+    from rqmaint.connection import ClusterError, RetryBudgetExhausted, TransactionInterrupted
+
+    if isinstance(exc, redis.exceptions.NoPermissionError):
         user = o.target.redacted if o.target else "Redis"
-        fail(
-            o,
+        return (
             f"permission denied by {user}: {exc}; this command needs the ACL rules listed in the README "
             "(read-only rules suffice only for status, lock status and --dry-run); nothing was changed "
-            "by the denied command",
-            ExitCode.ERROR,
+            "by the denied command"
         )
-    except redis.RedisError as exc:
-        if o.debug:
-            o.err.print(o.scrubbed(traceback.format_exc()), markup=False)
-        where = o.target.redacted if o.target else "Redis"
-        kind = type(exc).__name__
-        if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted, ClusterError)):
-            fail(o, f"{kind} talking to {where}: {exc}", ExitCode.ERROR)  # the message says what to do
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            hint = "check that Redis is reachable, or raise --timeout"
-        elif "WRONGTYPE" in str(exc):
-            hint = "a key rqmaint reads as RQ's holds another type: inspect it (TYPE <key>) before cleaning"
-        else:
-            hint = "check the ACL permissions of the connecting user and the server's state"
-        fail(o, f"{kind} talking to {where}: {exc}; {hint}", ExitCode.ERROR)
+    where = o.target.redacted if o.target else "Redis"
+    kind = type(exc).__name__
+    if isinstance(exc, (RetryBudgetExhausted, TransactionInterrupted, ClusterError)):
+        return f"{kind} talking to {where}: {exc}"  # the message says what to do
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        hint = "check that Redis is reachable, or raise --timeout"
+    elif "WRONGTYPE" in str(exc):
+        hint = "a key rqmaint reads as RQ's holds another type: inspect it (TYPE <key>) before cleaning"
+    else:
+        hint = "check the ACL permissions of the connecting user and the server's state"
+    return f"{kind} talking to {where}: {exc}; {hint}"

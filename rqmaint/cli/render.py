@@ -10,11 +10,29 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rqmaint.cli.output import Output
+from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import clean, lock, requeue, status, watch
+    from rqmaint import clean, eviction, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
+#: Outcomes of a queue that went as asked; any other is shown as a problem.
+FINE = frozenset({"done", "cleaned", "would-clean", "would-requeue"})
+#: Which status columns go first when the terminal is narrow (lowest first; unlisted: 5).
+STATUS_PRIORITY = {
+    "canceled": 1,
+    "finished": 2,
+    "deferred": 2,
+    "scheduled": 3,
+    "intermediate": 4,
+    "workers": 6,
+    "failed": 7,
+    "started": 8,
+    "queued": 9,
+    "abandoned": 10,
+}
+#: Status counts that are a problem when not 0.
+STATUS_ALERTS = frozenset({"abandoned", "stalled"})
 
 
 def lock_text(info: lock.LockInfo) -> str:
@@ -25,33 +43,80 @@ def lock_text(info: lock.LockInfo) -> str:
     parts = [info.holder_kind]
     if info.holder_kind == HOLDER_RQMAINT:
         parts.append(f"pid {info.holder_pid}@{info.holder_host}")
-    parts.append("no expiry" if info.no_expiry else f"ttl {info.ttl}s")
+    parts.append("no expiry" if info.no_expiry else f"ttl {duration(info.ttl)}")
     if info.held_for is not None:
-        parts.append(f"held {info.held_for:.0f}s")
+        parts.append(f"held {duration(info.held_for)}")
     return " ".join(parts)
+
+
+def _alert_if(bad: bool, value: object) -> object:
+    return Alert(value) if bad else value
+
+
+def _outcome(outcome: str) -> object:
+    return _alert_if(outcome not in FINE, outcome)
+
+
+def _title(o: Output, dry_run: bool, outcomes: list[str], dry: str, done: str, undone: str) -> str | None:
+    if not o.terminal:
+        return None
+    if dry_run:
+        return dry
+    ok = sum(1 for x in outcomes if x in FINE)
+    if ok == len(outcomes):
+        return done
+    return undone if ok == 0 else f"{done} ({len(outcomes) - ok} of {len(outcomes)} queues not)"
 
 
 def no_queues(o: Output) -> None:
     o.info("no queues: rq:queues is empty")
 
 
+def warn(o: Output, risk: eviction.EvictionRisk | None) -> None:
+    """A server setting that endangers RQ's data, on stderr (also in --json runs: JSON has it too)."""
+    if risk is not None:
+        o.info(f"rqmaint: warning: {risk.message()}")
+
+
 # -- status ---------------------------------------------------------------------------------------
+
+
+def status_columns() -> list[Col]:
+    from rqmaint.status import COUNTS
+
+    return [
+        Col("queue", KEY),
+        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in COUNTS),
+        Col("lock", TEXT, 5, max_len=40),
+    ]
+
+
+def status_rows(rows: list[status.QueueStatus]) -> list[list[object]]:
+    from rqmaint.status import COUNTS
+
+    return [
+        [
+            r.name,
+            *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(COUNTS, r.counts(), strict=True)),
+            _alert_if(r.lock.no_expiry, lock_text(r.lock)),
+        ]
+        for r in rows
+    ]
 
 
 def status_table(
     o: Output, rows: list[status.QueueStatus], rate_limits: list[status.RateLimitStatus] | None = None
 ) -> None:
-    from rqmaint.status import COUNTS
-
-    o.table(
-        STATUS_TITLE if o.terminal else None,
-        ["queue", *COUNTS, "lock"],
-        [[r.name, *r.counts(), lock_text(r.lock)] for r in rows],
-    )
+    o.table(STATUS_TITLE if o.terminal else None, status_columns(), status_rows(rows))
     if rate_limits:
         o.table(
             "RQ rate limits" if o.terminal else None,
-            ["rate_limit", "concurrency", "allowed", "rate_limited"],
+            [
+                Col("rate_limit", KEY),
+                Col("concurrency", COUNT),
+                Col("allowed", COUNT),
+                Col("rate_limited", COUNT),
+            ],
             [[r.key, r.concurrency, r.allowed, r.rate_limited] for r in rate_limits],
         )
     for r in rows:
@@ -72,12 +137,19 @@ def status_table(
 def lock_table(o: Output, infos: list[lock.LockInfo]) -> None:
     o.table(
         "Cleaning locks" if o.terminal else None,
-        ["queue", "held", "ttl", "holder_kind", "holder", "held_for"],
+        [
+            Col("queue", KEY),
+            Col("held", TEXT, 9),
+            Col("ttl", DURATION, 8),
+            Col("holder_kind", TEXT, 7),
+            Col("holder", TEXT, 4),
+            Col("held_for", DURATION, 6),
+        ],
         [
             [
                 i.queue,
                 "yes" if i.held else "no",
-                "none" if i.no_expiry else i.ttl,
+                Alert("none") if i.no_expiry else i.ttl,
                 i.holder_kind,
                 i.describe_holder() if i.held else None,
                 i.held_for,
@@ -118,27 +190,31 @@ def clean_report(
         o.emit_json({"dry_run": dry_run, "stopped": stopped, "queues": [r.as_dict() for r in results]})
     else:
         o.table(
-            ("Would clean (dry run)" if dry_run else "Cleaned") if o.terminal else None,
+            _title(
+                o, dry_run, [r.outcome for r in results], "Would clean (dry run)", "Cleaned", "Not cleaned"
+            ),
             [
-                "queue",
-                "outcome",
-                "finished",
-                "failed",
-                "abandoned",
-                "to_failed",
-                "to_retry",
-                "dead_workers",
-                "intermediate_stuck",
-                "holder",
+                Col("queue", KEY),
+                Col("outcome", TEXT, 10),
+                Col("finished", COUNT, 3),
+                Col("failed", COUNT, 3),
+                Col("abandoned", COUNT, 8),
+                Col("to_failed", COUNT, 7),
+                Col("to_retry", COUNT, 6),
+                Col("dead_workers", COUNT, 4),
+                Col("intermediate_stuck", COUNT, 4),
+                Col("holder", TEXT, 2),
             ],
             [
                 [
                     r.queue,
-                    r.outcome,
+                    _outcome(r.outcome),
                     r.plan.finished_expired,
                     r.plan.failed_expired,
                     r.plan.started_abandoned,
-                    r.plan.abandoned_to_failed,
+                    _alert_if(
+                        r.plan.abandoned_to_failed > 0 and r.requeue is None, r.plan.abandoned_to_failed
+                    ),
                     r.plan.abandoned_to_retry,
                     r.plan.dead_workers,
                     r.plan.intermediate_stuck,
@@ -151,35 +227,72 @@ def clean_report(
         lock_outcome(o, r.queue, r.outcome, r.holder)
         if r.error:
             o.error_line(r.error)
+    to_failed = sum(r.plan.abandoned_to_failed for r in results if r.requeue is None)
+    if to_failed:
+        o.info(
+            f"{to_failed} abandoned job(s) {'would go' if dry_run else 'went'} to the failed registry, "
+            "as RQ sends them: rqmaint clean --requeue-abandoned puts such jobs back on their queue "
+            "instead"
+            + ("" if dry_run else ", and rqmaint requeue-abandoned --include-failed can take these back")
+        )
 
 
 # -- requeue-abandoned ----------------------------------------------------------------------------
 
 
-def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]) -> None:
+def shown_of(listed: int, total: int, what: str) -> str:
+    """``" (200 of 50000 shown)"`` when a list was cut, else nothing."""
+    return f" ({listed} of {total} {what} shown)" if listed < total else ""
+
+
+def stopped(o: Output, signal_name: str, done: int, total: int) -> None:
+    """The line that ends an interrupted run (after its report)."""
+    o.error_line(
+        f"stopped by {signal_name} at a safe point after {done} of {total} queue(s); every lock this run "
+        "held was released; what was done is reported above; running the same command again continues"
+    )
+
+
+def _listed_total(r: requeue.QueueRequeue) -> int:
+    """How many jobs the dry run's list stands for (every outcome but a lost race)."""
+    return sum(r.counts.values()) - r.raced
+
+
+def requeue_report(
+    o: Output,
+    dry_run: bool,
+    reports: list[requeue.QueueRequeue],
+    stopped: str | None = None,
+    queues: int | None = None,
+) -> None:
     if o.json_mode:
-        o.emit_json({"dry_run": dry_run, "queues": [r.as_dict() for r in reports]})
+        doc: dict[str, object] = {"dry_run": dry_run, "stopped": stopped is not None}
+        if stopped is not None:
+            doc["stopped_by"] = stopped
+            doc["queues_total"] = queues
+        doc["queues"] = [r.as_dict() for r in reports]
+        o.emit_json(doc)
         return
     if dry_run:
         jobs = [j for r in reports for j in r.jobs]
         o.table(
             "Abandoned jobs (dry run)" if o.terminal else None,
             [
-                "job_id",
-                "queue",
-                "from",
-                "would",
-                "description",
-                "abandoned_since",
-                "last_worker",
-                "times_requeued",
+                Col("job_id", KEY),
+                Col("queue", KEY),
+                Col("from", TEXT, 6),
+                Col("would", TEXT, 9),
+                Col("description", TEXT, 3, max_len=40),
+                Col("abandoned_since", TEXT, 4),
+                Col("last_worker", TEXT, 2, max_len=32),
+                Col("times_requeued", COUNT, 5),
             ],
             [
                 [
                     j.job_id,
                     j.queue,
                     j.source,
-                    j.action,
+                    _alert_if(j.action != "requeue", j.action),
                     j.description,
                     j.abandoned_since,
                     j.last_worker,
@@ -187,17 +300,34 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
                 ]
                 for j in jobs
             ],
+            empty="no abandoned jobs: nothing to requeue",
         )
+        listed, total = len(jobs), sum(_listed_total(r) for r in reports)
+        if listed < total:
+            o.info(
+                f"jobs: {listed} of {total} shown (--json lists the same ones; the totals below are exact)"
+            )
     o.table(
-        ("Would requeue (dry run)" if dry_run else "Requeued") if o.terminal else None,
-        ["queue", "outcome", "requeued", "given_up", "skipped", "live_worker", "already_queued", "raced"],
+        _title(
+            o, dry_run, [r.outcome for r in reports], "Would requeue (dry run)", "Requeued", "Not requeued"
+        ),
+        [
+            Col("queue", KEY),
+            Col("outcome", TEXT, 10),
+            Col("requeued", COUNT, 9),
+            Col("given_up", COUNT, 8),
+            Col("skipped", COUNT, 7),
+            Col("live_worker", COUNT, 4),
+            Col("already_queued", COUNT, 3),
+            Col("raced", COUNT, 2),
+        ],
         [
             [
                 r.name,
-                r.outcome,
+                _outcome(r.outcome),
                 r.requeued,
-                r.given_up,
-                r.skipped,
+                _alert_if(r.given_up > 0, r.given_up),
+                _alert_if(r.problem_count > 0, r.skipped),
                 r.counts.get("live_worker", 0),
                 r.already_queued,
                 r.raced,
@@ -208,11 +338,23 @@ def requeue_report(o: Output, dry_run: bool, reports: list[requeue.QueueRequeue]
     for r in reports:
         for p in r.problems:
             o.info(f"queue {r.name!r}: skipped job {p['job_id']}: {p['reason']}")
+        if len(r.problems) < r.problem_count:
+            o.info(f"queue {r.name!r}: {len(r.problems)} of {r.problem_count} skipped jobs shown (--json)")
         if r.given_up:
             o.info(
                 f"queue {r.name!r}: gave up on {r.given_up} job(s) abandoned too often (poison?): "
-                f"{', '.join(r.given_up_jobs[:10])}; they are in the failed registry"
+                f"{', '.join(r.given_up_jobs[:10])}"
+                f"{shown_of(min(10, len(r.given_up_jobs)), r.given_up, 'ids')}; "
+                "they are in the failed registry"
             )
+        moved = getattr(r, "requeued_jobs", None)  # the ids a real run moved, where the engine lists them
+        if moved and not dry_run:
+            o.info(
+                f"queue {r.name!r}: requeued {', '.join(moved[:10])}"
+                f"{shown_of(min(10, len(moved)), r.requeued, 'ids')}"
+            )
+        if r.outcome == "stopped":
+            o.info(f"queue {r.name!r}: stopped part-way; the counts above are what was done before")
         lock_outcome(o, r.name, r.outcome, r.holder)
 
 
@@ -240,19 +382,14 @@ def watch_summary(cycle: watch.Cycle) -> str:
     )
 
 
-def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -> Any:
-    """The live dashboard of one cycle (a rich renderable)."""
+def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, width: int) -> Any:
+    """The live dashboard of one cycle (a rich renderable), fitted to ``width``."""
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    from rqmaint.status import COUNTS
+    from rqmaint.cli import tables
 
-    table = Table(title=f"rqmaint watch: {target}", title_justify="left")
-    for col in ("queue", *COUNTS, "lock"):
-        table.add_column(col, justify="left" if col in ("queue", "lock") else "right")
-    for q in cycle.queues:
-        table.add_row(q.name, *(str(n) for n in q.counts()), lock_text(q.lock))
+    table = tables.renderable(f"rqmaint watch: {target}", status_columns(), status_rows(cycle.queues), width)
     mode = (
         "view only"
         if not (opts.clean or opts.requeue_abandoned)
@@ -260,8 +397,10 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -
             x for x, on in (("clean", opts.clean), ("requeue-abandoned", opts.requeue_abandoned)) if on
         )
     )
-    summary = Text(watch_summary(cycle), style="green" if cycle.ok else "bold red")
+    summary = Text(
+        tables.escape(watch_summary(cycle), backslash=False), style="green" if cycle.ok else "bold red"
+    )
     footer = Text(
-        f"{mode}; every {opts.interval:g}s; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
+        f"{mode}; every {duration(opts.interval)}; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
     return Group(table, summary, footer)

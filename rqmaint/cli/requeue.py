@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import progress, render
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
     DEFAULT_BATCH,
@@ -16,10 +16,14 @@ from rqmaint.cli.options import (
     DryRunOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
+    QueuesArg,
     QueuesOpt,
     WaitOpt,
+    queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
+from rqmaint.cli.tables import escape
+from rqmaint.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
 def requeue_abandoned_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     dry_run: DryRunOpt = False,
     at_front: Annotated[
@@ -54,11 +59,16 @@ def requeue_abandoned_cmd(
     wait: WaitOpt = 0.0,
     lock_ttl: LockTtlOpt = DEFAULT_LEASE,
 ) -> None:
-    """Put jobs whose worker died mid-job back on their queue, atomically and exactly once."""
-    from rqmaint import requeue
+    """Put jobs whose worker died mid-job back on their queue, atomically and exactly once.
+
+    SIGTERM/SIGINT stop it at the next safe point (between batches), with every lock released: it
+    reports what was done per queue, and exits 130; running it again continues.
+
+    Example: rqmaint requeue-abandoned default --dry-run   (then again without --dry-run)"""
+    from rqmaint import lock, requeue, stopping
 
     client = ctx.connect()
-    names = ctx.queues(queue)
+    names = ctx.queues(queue_names(queue, queues))
     opts = requeue.RequeueOptions(
         dry_run=dry_run,
         at_front=at_front,
@@ -68,9 +78,28 @@ def requeue_abandoned_cmd(
         batch_size=batch_size,
     )
     reports = []
-    for name in names:
-        if not ctx.json:
-            ctx.out.info(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
-        reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl))
-    render.requeue_report(ctx.out, dry_run, reports)
+    with stopping.on_signals() as flag, progress.for_run(ctx.json, "batches") as bars:
+        bars.queues(len(names), "queues")
+        for name in names:
+            if flag.requested:
+                break
+            if not ctx.json:
+                bars.note(f"{'looking at' if dry_run else 'requeueing abandoned jobs of'} queue {name!r}")
+            bars.start(f"{'dry run' if dry_run else 'requeue'} {escape(name, backslash=False)}", None)
+
+            def checkpoint() -> None:  # between batches: a safe point
+                flag.checkpoint()
+                bars.advance()
+
+            try:
+                reports.append(requeue.requeue_queue(client, name, opts, wait, lock_ttl, stop=checkpoint))
+            except lock.StopRequested:  # a dry run (no lock) lets the stop through
+                reports.append(requeue.QueueRequeue(name, outcome="stopped"))
+            bars.finish()
+            bars.queue_done()
+    stopped = flag.signal if flag.requested else None
+    render.requeue_report(ctx.out, dry_run, reports, stopped=stopped, queues=len(names))
+    if stopped is not None:
+        render.stopped(ctx.out, stopped, len(reports), len(names))
+        exit_with(ExitCode.INTERRUPTED)
     exit_with(exit_code([r.outcome for r in reports], reports))

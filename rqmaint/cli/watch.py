@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import render, tables
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
     DEFAULT_LEASE,
@@ -23,9 +23,11 @@ from rqmaint.cli.options import (
     MaxRequeuesOpt,
     PathOpt,
     QueueClassOpt,
+    QueuesArg,
     QueuesOpt,
     SerializerOpt,
     finite,
+    queue_names,
 )
 from rqmaint.errors import ExitCode
 
@@ -39,6 +41,7 @@ def register(app: typer.Typer) -> None:
 
 def watch_cmd(
     ctx: CliContext,
+    queues: QueuesArg = None,
     queue: QueuesOpt = None,
     interval: Annotated[
         float,
@@ -95,11 +98,13 @@ def watch_cmd(
 
     View-only by default. Off a terminal it prints one line per cycle (JSON lines with --json).
     SIGTERM/SIGINT stop it at a safe point, with every lock released, exit 0. With --max-cycles it
-    exits 1 if the last cycle could not reach Redis."""
+    exits 1 if the last cycle could not reach Redis.
+
+    Example: rqmaint watch --requeue-abandoned --metrics-port 9121"""
     from rqmaint import rqcompat, watch
 
     opts = watch.WatchOptions(
-        queues=queue or None,
+        queues=queue_names(queue, queues),
         interval=interval,
         clean=do_clean,
         requeue_abandoned=do_requeue,
@@ -118,9 +123,9 @@ def _report(ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOpt
         sys.stdout.flush()
     elif live is not None:
         assert o.target is not None
-        live.update(render.watch_dashboard(cycle, opts, o.target.redacted), refresh=True)
+        live.update(render.watch_dashboard(cycle, opts, o.target.redacted, o.out.width), refresh=True)
     else:
-        sys.stdout.write(render.watch_summary(cycle) + "\n")
+        sys.stdout.write(tables.escape(render.watch_summary(cycle), backslash=False) + "\n")
         sys.stdout.flush()
     if not cycle.ok:
         o.info(o.scrubbed(f"rqmaint watch: {cycle.error}; retrying in {cycle.next_in:.0f}s"))
@@ -163,6 +168,9 @@ def run(
         watcher = watch.Watcher.start(ctx.connect, opts, stop, failed, max_cycles)
         if watcher is None:
             return stop.is_set()
+        from rqmaint import eviction
+
+        render.warn(o, eviction.eviction_risk(watcher.client))  # once, at the start
         if o.terminal and not o.json_mode:
             from rich.live import Live
 
