@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import redis
 
-from rqmaint import keys, lock, rqcompat
+from rqmaint import health, keys, lock, rqcompat
 from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
@@ -325,5 +325,9 @@ def clean_queue(
             # the other queues be cleaned; the lock is released on the way out.
             result.outcome = "error"
             result.error = str(exc)
+        if result.outcome == "cleaned":  # for watch's metrics (health.collect): when rqmaint last cleaned
+            requeued = result.requeue is not None and result.requeue.outcome == "done"
+            kinds = [health.KIND_CLEAN] + ([health.KIND_REQUEUE] if requeued else [])
+            health.record_success(client, queue, kinds)
         result.duration = time.monotonic() - started
         return result

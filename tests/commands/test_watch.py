@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from rq import Queue
 
 from tests import jobs
 from tests.support import (
+    REPO_ROOT,
     age_abandoned,
     clone_job,
     free_port,
@@ -195,3 +197,36 @@ def test_max_cycles_ends_even_if_redis_is_down(cli):
     cycles = [json.loads(line) for line in result.stdout.splitlines()]
     assert [c["ok"] for c in cycles] == [False, False]
     assert "retrying in" in result.stderr
+
+
+def _families() -> dict[str, tuple[str, set[str]]]:
+    """Every metric family watch serves: exposed name -> (type, label names)."""
+    import prometheus_client
+
+    from rqmaint.metrics import Metrics
+
+    out = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, prometheus_client.metrics.MetricWrapperBase):
+            family = metric.describe()[0]
+            name = family.name + ("_total" if family.type == "counter" else "")
+            out[name] = (family.type, set(metric._labelnames))
+    return out
+
+
+def test_every_metric_is_documented_in_the_readme():
+    # The README's metrics table: one row per metric, with its type and its labels
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- metrics table:", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[3:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        (name,) = re.findall(r"`([^`]+)`", cells[0])
+        rows[name] = (cells[1], set(re.findall(r"`([a-z_]+)`(?:\s*\([^)]*\))?", cells[2])))
+    served = _families()
+    assert set(rows) == set(served), (
+        f"served, not documented: {sorted(set(served) - set(rows))}; "
+        f"documented, not served: {sorted(set(rows) - set(served))}"
+    )
+    for name, (kind, labels) in served.items():
+        assert rows[name] == (kind, labels), (name, rows[name], (kind, labels))
