@@ -83,7 +83,8 @@ ALERTS = (
         "5m",
         "critical",
         "The cleaning lock of queue {{ $labels.queue }} has no expiry",
-        "The cleaning lock of queue {{ $labels.queue }} (RQ's clean_registries key) is held by {{ $labels.holder_kind }} with no TTL: "
+        "The cleaning lock of queue {{ $labels.queue }} (RQ's clean_registries key) is held by "
+        "{{ $labels.holder_kind }} with no TTL: "
         "nothing will ever remove it, so neither RQ workers nor rqmaint clean queue "
         "{{ $labels.queue }} or requeue its abandoned jobs.",
         "22-a-lock-with-no-expiry",
@@ -94,7 +95,8 @@ ALERTS = (
         "1m",
         "warning",
         "The cleaning lock of queue {{ $labels.queue }} is held for too long",
-        "The cleaning lock of queue {{ $labels.queue }} (RQ's clean_registries key) has been held by {{ $labels.holder_kind }} for "
+        "The cleaning lock of queue {{ $labels.queue }} (RQ's clean_registries key) has been held by "
+        "{{ $labels.holder_kind }} for "
         "{{ $value | humanizeDuration }} (a cleaning takes seconds; RQ's own lock expires after 899 s): "
         "queue {{ $labels.queue }} is not being cleaned.",
         "2-cleaning-does-not-happen-the-lock-is-stuck",
@@ -233,6 +235,7 @@ def _row(title: str, y: int) -> dict[str, Any]:
 
 def dashboard() -> dict[str, Any]:
     rate = "$__rate_interval"
+    cycle_buckets = f"sum by (le) (rate(rqmaint_cycle_duration_seconds_bucket[{rate}]))"
     panels: list[dict[str, Any]] = [
         _row("Daemon health", 0),
         _panel("watch scraped", [(f'up{{job="{WATCH_JOB}"}}', "{{instance}}")], 0, 1, 6, 4, kind="stat"),
@@ -341,14 +344,8 @@ def dashboard() -> dict[str, Any]:
         _panel(
             "Cycle duration",
             [
-                (
-                    f"histogram_quantile(0.5, sum by (le) (rate(rqmaint_cycle_duration_seconds_bucket[{rate}])))",
-                    "p50",
-                ),
-                (
-                    f"histogram_quantile(0.99, sum by (le) (rate(rqmaint_cycle_duration_seconds_bucket[{rate}])))",
-                    "p99",
-                ),
+                (f"histogram_quantile(0.5, {cycle_buckets})", "p50"),
+                (f"histogram_quantile(0.99, {cycle_buckets})", "p99"),
             ],
             12,
             40,
@@ -356,7 +353,12 @@ def dashboard() -> dict[str, Any]:
         ),
         _panel(
             "Script calls",
-            [(f"sum by (script, result) (rate(rqmaint_script_calls_total[{rate}]))", "{{script}} {{result}}")],
+            [
+                (
+                    f"sum by (script, result) (rate(rqmaint_script_calls_total[{rate}]))",
+                    "{{script}} {{result}}",
+                )
+            ],
             0,
             48,
             unit="ops",

@@ -4,36 +4,14 @@ its last successful clean / requeue."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import redis
 from rq import Queue
 
 from rqmaint import clean, health, requeue
 from tests import jobs
 from tests.support import age_abandoned, wait_for
-
-
-def _rq_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def silence(client: redis.Redis, queue: str, seconds: float, workers: list[str]) -> None:
-    """Pretend ``seconds`` passed since ``workers`` (SIGKILLed: nobody writes for them) last heartbeated:
-    their hashes' and their jobs' ``last_heartbeat`` and the started entries' deadlines move back.
-    Nothing expires meanwhile (the worker hashes' TTL of 90 s is longer)."""
-    for w in workers:
-        beat = health.parse_rq_time(client.hget(f"rq:worker:{w}", "last_heartbeat"))
-        assert beat is not None, f"worker {w} has no heartbeat"
-        client.hset(f"rq:worker:{w}", "last_heartbeat", _rq_time(beat - seconds))
-    for member, score in client.zrange(f"rq:wip:{queue}", 0, -1, withscores=True):
-        job_id = member.decode().split(":", 1)[0]
-        if client.hget(f"rq:job:{job_id}", "worker_name").decode() in workers:
-            client.zadd(f"rq:wip:{queue}", {member: score - seconds}, xx=True)
-            beat = health.parse_rq_time(client.hget(f"rq:job:{job_id}", "last_heartbeat"))
-            assert beat is not None
-            client.hset(f"rq:job:{job_id}", "last_heartbeat", _rq_time(beat - seconds))
+from tests.support.heartbeats import silence
 
 
 def test_killed_workers_jobs_are_stalled_then_abandoned(client, abandon):
