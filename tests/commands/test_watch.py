@@ -22,6 +22,7 @@ from tests.support import (
     start_server,
     wait_for,
 )
+from tests.support.heartbeats import silence
 
 
 def _watch(redis_url: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
@@ -230,3 +231,67 @@ def test_every_metric_is_documented_in_the_readme():
     )
     for name, (kind, labels) in served.items():
         assert rows[name] == (kind, labels), (name, rows[name], (kind, labels))
+
+
+def test_stalled_jobs_show_before_they_are_abandoned(cli, client, abandon):
+    # Given a job whose worker was SIGKILLed 65 s ago (its deadline still 25 s ahead)
+    ab = abandon("default")
+    silence(client, "default", 65, ab.worker_names)
+    # When watch looks (view-only), with RQ's default monitoring interval
+    result = cli("watch", "--max-cycles", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    (h,) = json.loads(result.stdout)["health"]
+    # Then the job is stalled, not abandoned, with its worker and the time until it is abandoned
+    assert (h["stalled"], h["oldest_abandoned_age"]) == (1, None)
+    (job,) = h["stalled_jobs"]
+    assert (job["job_id"], job["worker"]) == (ab.job_ids[0], ab.worker_names[0])
+    assert 65 <= job["silent_for"] < 95 and 0 < job["abandoned_in"] <= 26
+    assert json.loads(result.stdout)["queues"][0]["abandoned"] == 0
+    # And for workers monitoring every 120 s (stalled after 240 s) it is not stalled yet
+    slow = cli("watch", "--max-cycles", "1", "--json", "--job-monitoring-interval", "120")
+    assert json.loads(slow.stdout)["health"][0]["stalled"] == 0
+    # And nothing was written: a look only
+    assert client.zcard("rq:wip:default") == 1 and client.llen("rq:queue:default") == 0
+
+
+def test_metrics_of_a_staged_incident(client, abandon):
+    # Given one stalled and one abandoned job (workers SIGKILLed), and a foreign lock with no expiry
+    from rqmaint.metrics import Metrics
+    from rqmaint.watch import Watcher, WatchOptions
+
+    stalled = abandon("emails")
+    silence(client, "emails", 65, stalled.worker_names)
+    abandon("default")
+    age_abandoned(client, "default", 200)
+    client.set("rq:clean_registries:emails", "maintenance-by-ops")
+    metrics = Metrics()
+    watcher = Watcher(client, WatchOptions(requeue_abandoned=True))
+    # When two cycles run (the second sees the same lock again)
+    for _ in range(2):
+        metrics.observe(watcher.run_cycle())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    # Then each gauge shows it
+    assert value("rqmaint_stalled_jobs", queue="emails") == 1
+    assert value("rqmaint_stalled_jobs", queue="default") == 0
+    assert 65 <= value("rqmaint_oldest_stalled_job_age_seconds", queue="emails") < 95
+    assert 0 < value("rqmaint_next_abandonment_seconds", queue="emails") <= 26
+    assert ("rqmaint_next_abandonment_seconds", (("queue", "default"),)) not in samples
+    assert value("rqmaint_oldest_abandoned_job_age_seconds", queue="default") == 0  # requeued at once
+    assert value("rqmaint_jobs_requeued_total", queue="default") == 1
+    assert value("rqmaint_jobs_given_up_total", queue="default") == 0  # exists from 0
+    assert value("rqmaint_lock_no_expiry", queue="emails", holder_kind="other") == 1
+    assert value("rqmaint_lock_held_seconds", queue="emails", holder_kind="other") > 0  # since first seen
+    assert value("rqmaint_lock_no_expiry", queue="default", holder_kind="none") == 0
+    assert value("rqmaint_queues_skipped_locked_total", queue="emails") == 2
+    assert 0 <= value("rqmaint_last_success_age_seconds", queue="default", kind="requeue") < 30
+    assert ("rqmaint_last_success_age_seconds", (("kind", "requeue"), ("queue", "emails"))) not in samples
+    assert value("rqmaint_script_calls_total", script="requeue_abandoned", result="ok") >= 1
+    assert value("rqmaint_script_duration_seconds_count", script="requeue_abandoned") >= 1
