@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import RedisServer, emit, environment, install_signal_exit, log, warn_if_busy  # noqa: E402
+from _common import RedisServer, emit, environment, install_signal_exit, log, warn_if_busy
 
-from rqmaint import health  # noqa: E402
+from rqmaint import health
 
 NAME = "watch_health"
 STALLED = 50
