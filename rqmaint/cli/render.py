@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rqmaint.cli.output import Output
 
 if TYPE_CHECKING:
-    from rqmaint import clean, lock, requeue, status, watch
+    from rqmaint import audit, clean, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 
@@ -247,3 +247,31 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -
         f"{mode}; every {opts.interval:g}s; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
     return Group(table, summary, footer)
+
+
+# -- history --------------------------------------------------------------------------------------
+
+
+def history_table(o: Output, found: audit.History) -> None:
+    from datetime import datetime, timezone
+
+    def when(ts: float) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+    def short(text: str) -> str:
+        return text if len(text) <= 60 or not o.terminal else text[:57] + "..."
+
+    o.table(
+        "rqmaint history (newest first)" if o.terminal else None,
+        ["at", "action", "queue", "job", "by", "detail", "run"],
+        [
+            [when(e.at), e.action, e.queue, e.job or "-", e.by, short(e.detail) or "-", e.run]
+            for e in found.entries
+        ],
+    )
+    if found.more:
+        o.info(
+            f"{len(found.entries)} shown, older entries left; narrow with -q/--job/--since or raise --limit"
+        )
+    elif not found.entries:
+        o.info("no entries")
