@@ -11,6 +11,7 @@ stops the queue's work at that safe point.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, cast
 
 import redis
 
-from rqmaint import health, keys, lock, rqcompat
+from rqmaint import audit, health, keys, lock, rqcompat
 from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
@@ -287,6 +288,17 @@ def _both(first: Callable[[], None], second: Callable[[], None] | None) -> Calla
     return check
 
 
+def _audit(client: redis.Redis, queue: str, result: QueueClean) -> None:
+    """The audit trail's record of what RQ's own steps changed (their planned counts; rqmaint's requeues
+    are recorded by its script), right after them; nothing when there was nothing to clean."""
+    rq_steps = [s for s in result.steps_done if s != "requeue-abandoned"]
+    if not rq_steps or result.plan.total == 0:
+        return
+    counts = {k: v for k, v in result.plan.as_dict().items() if v and k != "abandoned_ids"}
+    detail = json.dumps({"outcome": result.outcome, "steps": rq_steps, **counts}, separators=(",", ":"))
+    audit.record(client, audit.Action.CLEAN, queue, by="clean", detail=detail)
+
+
 def clean_queue(
     client: redis.Redis, queue: str, opts: CleanOptions, stop: Callable[[], None] | None = None
 ) -> QueueClean:
@@ -325,6 +337,7 @@ def clean_queue(
             # the other queues be cleaned; the lock is released on the way out.
             result.outcome = "error"
             result.error = str(exc)
+        _audit(client, queue, result)
         if result.outcome == "cleaned":  # for watch's metrics (health.collect): when rqmaint last cleaned
             requeued = result.requeue is not None and result.requeue.outcome == "done"
             kinds = [health.KIND_CLEAN] + ([health.KIND_REQUEUE] if requeued else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -80,3 +81,28 @@ def test_history_is_read_only(client):
 
 def test_script_args():
     assert audit.script_args("watch") == [audit.run_id(), "watch", audit.MAX_ENTRIES]
+
+
+def test_a_clean_records_its_totals(client, abandon):
+    from rq import Queue
+
+    from rqmaint import clean
+    from tests import jobs
+    from tests.support import age_abandoned
+
+    # Given a queue with nothing to clean: a clean records nothing
+    Queue("emails", connection=client).enqueue(jobs.add, 1, 2)
+    assert clean.clean_queue(client, "emails", clean.CleanOptions()).outcome == "cleaned"
+    assert audit.history(client).entries == []
+    # Given an abandoned job (its worker SIGKILLed): a dry run records nothing, a clean one entry
+    abandon("default")
+    age_abandoned(client, "default", 200)
+    clean.clean_queue(client, "default", clean.CleanOptions(dry_run=True))
+    assert audit.history(client).entries == []
+    result = clean.clean_queue(client, "default", clean.CleanOptions())
+    assert result.outcome == "cleaned" and client.zcard("rq:failed:default") == 1
+    (e,) = audit.history(client).entries
+    assert (e.action, e.queue, e.job, e.by) == ("clean", "default", "", "clean")
+    detail = json.loads(e.detail)
+    assert detail["outcome"] == "cleaned" and detail["steps"] == result.steps_done
+    assert detail["started_abandoned"] == 1 and detail["abandoned_to_failed"] == 1
