@@ -216,6 +216,7 @@ def watch_summary(cycle: watch.Cycle) -> str:
     return (
         f"cycle {cycle.number} ok {cycle.duration:.3f}s queues={len(q)} queued={sum(x.queued for x in q)} "
         f"started={sum(x.started for x in q)} abandoned={sum(x.abandoned for x in q)} "
+        f"stalled={sum(h.stalled for h in cycle.health)} "
         f"failed={sum(x.failed for x in q)} workers={sum(x.workers for x in q)} "
         f"requeued={totals['requeued']} given_up={totals['given_up']} "
         f"skipped_locked={totals['skipped_locked']}"
@@ -231,10 +232,21 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -
     from rqmaint.status import COUNTS
 
     table = Table(title=f"rqmaint watch: {target}", title_justify="left")
-    for col in ("queue", *COUNTS, "lock"):
+    at = COUNTS.index("abandoned") + 1  # "stalled" (rqmaint.health) goes next to "abandoned"
+    columns = [*COUNTS[:at], "stalled", *COUNTS[at:]]
+    for col in ("queue", *columns, "lock"):
         table.add_column(col, justify="left" if col in ("queue", "lock") else "right")
+    healths = {h.name: h for h in cycle.health}
+    stalled: list[str] = []
     for q in cycle.queues:
-        table.add_row(q.name, *(str(n) for n in q.counts()), lock_text(q.lock))
+        h = healths.get(q.name)
+        counts = [str(n) for n in q.counts()]
+        table.add_row(q.name, *counts[:at], str(h.stalled if h else 0), *counts[at:], lock_text(q.lock))
+        for j in (h.stalled_jobs if h else [])[: 5 - len(stalled)]:
+            stalled.append(
+                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent {j.silent_for:.0f}s, "
+                f"abandoned in {max(0.0, j.abandoned_in):.0f}s)"
+            )
     mode = (
         "view only"
         if not (opts.clean or opts.requeue_abandoned)
@@ -246,7 +258,8 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str) -
     footer = Text(
         f"{mode}; every {opts.interval:g}s; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
-    return Group(table, summary, footer)
+    notes = [Text(line, style="yellow") for line in stalled]  # Text: names are never markup
+    return Group(table, *notes, summary, footer)
 
 
 # -- history --------------------------------------------------------------------------------------

@@ -295,3 +295,22 @@ def test_metrics_of_a_staged_incident(client, abandon):
     assert ("rqmaint_last_success_age_seconds", (("kind", "requeue"), ("queue", "emails"))) not in samples
     assert value("rqmaint_script_calls_total", script="requeue_abandoned", result="ok") >= 1
     assert value("rqmaint_script_duration_seconds_count", script="requeue_abandoned") >= 1
+
+
+def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
+    # Given a job whose worker was SIGKILLed 65 s ago
+    ab = abandon("default")
+    silence(client, "default", 65, ab.worker_names)
+    # Then the dashboard has a stalled column and names the job, its worker and when it is abandoned
+    shown = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1"})
+    assert shown.exit_code == 0, shown.stderr
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout).splitlines()  # without ANSI codes
+    header = next(x for x in lines if "queued" in x and "┃" in x)
+    columns = [c.strip() for c in header.split("┃")[1:6]]
+    assert columns == ["queue", "queued", "started", "abandoned", "stalled"]
+    line = next(x for x in lines if x.startswith("stalled: "))
+    assert f"default job {ab.job_ids[0]} (worker {ab.worker_names[0]} silent " in line
+    assert re.search(r"abandoned in \d+s\)$", line)
+    # And the line per cycle off a terminal counts it
+    plain = cli("watch", "--max-cycles", "1")
+    assert " abandoned=0 stalled=1 " in plain.stdout
