@@ -16,6 +16,7 @@ nothing is ever raised inside RQ's code) ends the queue's work at that safe poin
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, cast
 
 import redis
 
-from rqmaint import clock, keys, lock, rqcompat
+from rqmaint import audit, clock, health, keys, lock, rqcompat
 from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
@@ -411,6 +412,17 @@ def clean_queues(
     return run
 
 
+def _audit(client: redis.Redis, queue: str, result: QueueClean) -> None:
+    """The audit trail's record of what RQ's own steps changed (their planned counts; rqmaint's requeues
+    are recorded by its script), right after them; nothing when there was nothing to clean."""
+    rq_steps = [s for s in result.steps_done if s != "requeue-abandoned"]
+    if not rq_steps or result.plan.total == 0:
+        return
+    counts = {k: v for k, v in result.plan.as_dict().items() if v and k != "abandoned_ids"}
+    detail = json.dumps({"outcome": result.outcome, "steps": rq_steps, **counts}, separators=(",", ":"))
+    audit.record(client, audit.Action.CLEAN, queue, by="clean", detail=detail)
+
+
 def clean_queue(
     client: redis.Redis,
     queue: str,
@@ -475,5 +487,10 @@ def _clean_locked(
             # the other queues be cleaned; the lock is released on the way out.
             result.outcome = "error"
             result.error = str(exc)
+        _audit(client, queue, result)
+        if result.outcome == "cleaned":  # for watch's metrics (health.collect): when rqmaint last cleaned
+            requeued = result.requeue is not None and result.requeue.outcome == "done"
+            kinds = [health.KIND_CLEAN] + ([health.KIND_REQUEUE] if requeued else [])
+            health.record_success(client, queue, kinds)
         result.duration = time.monotonic() - started
         return result

@@ -213,3 +213,9 @@ def requeued(queue: str) -> str:
 def audit() -> str:
     """rqmaint's audit trail: a capped stream of every change rqmaint made to RQ's data."""
     return f"{own_prefix()}audit"
+
+
+def runs() -> str:
+    """rqmaint's hash of when it last cleaned / requeued each queue successfully (``clean:<queue>``,
+    ``requeue:<queue>`` -> epoch seconds); read by ``watch`` for its metrics."""
+    return f"{own_prefix()}runs"

@@ -22,7 +22,7 @@ from typing import cast
 
 import redis
 
-from rqmaint import keys, lock, scripts
+from rqmaint import health, keys, lock, scripts
 from rqmaint.lock import decode
 
 DEFAULT_MAX_REQUEUES = 3
@@ -726,7 +726,10 @@ def requeue_queue(
 
         requeuer = Requeuer(client, queue, opts, checkpoint=check)
         try:
-            return requeuer.run()
+            report = requeuer.run()
+            if report.outcome == "done":  # for watch's metrics (health.collect)
+                health.record_success(client, queue, [health.KIND_REQUEUE])
+            return report
         except lock.LeaseLost:
             requeuer.report.outcome = "lease-lost"
             return requeuer.report

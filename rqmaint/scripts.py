@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -28,5 +30,24 @@ def script(client: redis.Redis, name: str) -> Script:
     return found
 
 
+#: Called after every script call with (script name, seconds, whether it returned); ``watch
+#: --metrics-port`` sets it (rqmaint.metrics). One slot: the last setter wins.
+Observer = Callable[[str, float, bool], None]
+observer: Observer | None = None
+
+
+def set_observer(fn: Observer | None) -> None:
+    global observer
+    observer = fn
+
+
 def run(client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    return script(client, name)(keys=keys, args=args, client=client)
+    started = time.perf_counter()
+    ok = False
+    try:
+        result = script(client, name)(keys=keys, args=args, client=client)
+        ok = True
+        return result
+    finally:
+        if observer is not None:
+            observer(name, time.perf_counter() - started, ok)

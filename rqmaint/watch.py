@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from rqmaint import clean, lock, queues, requeue, rqcompat, status
+from rqmaint import clean, health, lock, queues, requeue, rqcompat, status
 from rqmaint.errors import ConnectionFailed, RqmaintError
 
 BACKOFF_START = 1.0
@@ -33,6 +33,7 @@ class WatchOptions:
     requeue_abandoned: bool = False
     max_requeues: int = requeue.DEFAULT_MAX_REQUEUES
     lock_ttl: float = lock.DEFAULT_LEASE
+    job_monitoring_interval: float = health.JOB_MONITORING_INTERVAL  # RQ's; "stalled" is twice it
     handlers: list[rqcompat.ExceptionHandler] = field(default_factory=list)
     classes: rqcompat.RqClasses = field(default_factory=rqcompat.RqClasses)  # -S, -j, --queue-class
 
@@ -43,6 +44,8 @@ class Cycle:
     started_at: float
     duration: float = 0.0
     queues: list[status.QueueStatus] = field(default_factory=list)
+    health: list[health.QueueHealth] = field(default_factory=list)  # same queues, same order
+    lock_held_for: dict[str, float] = field(default_factory=dict)  # queue -> seconds, held locks only
     cleaned: list[clean.QueueClean] = field(default_factory=list)
     requeued: list[requeue.QueueRequeue] = field(default_factory=list)
     error: str | None = None  # Redis unreachable, etc.: reported, retried with backoff
@@ -66,6 +69,8 @@ class Cycle:
             "error": self.error,
             "stopped": self.stopped,
             "queues": [q.as_dict() for q in self.queues],
+            "health": [h.as_dict() for h in self.health],
+            "lock_held_for": {q: round(s, 3) for q, s in self.lock_held_for.items()},
             "cleaned": [c.as_dict() for c in self.cleaned],
             "requeued": [r.as_dict() for r in self.requeued],
             "totals": {
@@ -85,6 +90,7 @@ class Watcher:
         self.stop = stop if stop is not None else threading.Event()
         self.cycles = 0
         self._failures = 0
+        self._locks_seen: dict[str, tuple[bytes | None, float]] = {}  # queue -> (lock value, first seen)
 
     def checkpoint(self) -> None:
         if self.stop.is_set():
@@ -109,6 +115,8 @@ class Watcher:
             cycle.stopped = self.stop.is_set()
             if not cycle.stopped:
                 cycle.queues = status.collect(self.client, names)
+                cycle.health = health.collect(self.client, names, interval=self.opts.job_monitoring_interval)
+                cycle.lock_held_for = self._lock_ages(cycle.queues, time.time())
             self._failures = 0
             cycle.next_in = self.opts.interval
         except (redis.RedisError, RqmaintError) as exc:
@@ -119,6 +127,22 @@ class Watcher:
             )
         cycle.duration = time.monotonic() - t0
         return cycle
+
+    def _lock_ages(self, states: list[status.QueueStatus], now: float) -> dict[str, float]:
+        """How long each held lock has been held: derived from the lock (rqmaint's ``since``, RQ's
+        ``899 - TTL``) where possible, else since this watcher first saw that value (a lower bound)."""
+        ages: dict[str, float] = {}
+        seen: dict[str, tuple[bytes | None, float]] = {}
+        for q in states:
+            if not q.lock.held:
+                continue
+            raw = q.lock.raw
+            previous = self._locks_seen.get(q.name)
+            first = previous[1] if previous is not None and previous[0] == raw else now
+            seen[q.name] = (raw, first)
+            ages[q.name] = q.lock.held_for if q.lock.held_for is not None else now - first
+        self._locks_seen = seen
+        return ages
 
     def _clean(self, name: str) -> clean.QueueClean:
         req = (

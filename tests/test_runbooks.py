@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,21 @@ import redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from rqmaint import lock
+from rqmaint import health, lock
 from rqmaint.metrics import Metrics
 from rqmaint.watch import Watcher, WatchOptions
 from tests import jobs
-from tests.support import REPO_ROOT, WorkerProcess, age_abandoned, start_server, start_worker, wait_for
+from tests.support import (
+    REPO_ROOT,
+    WorkerProcess,
+    age_abandoned,
+    free_port,
+    process_env,
+    rqmaint_argv,
+    start_server,
+    start_worker,
+    wait_for,
+)
 
 DOC = REPO_ROOT / "docs" / "runbooks.md"
 SHIMS = REPO_ROOT / "tests" / "support" / "bin"
@@ -422,6 +433,9 @@ def _abandoned(inc: Incident, client: redis.Redis, abandon: Any, **_: Any) -> No
     samples = watch_metrics(client)
     inc.assert_metric(samples, "rqmaint_abandoned_jobs", {"queue": "default"}, lambda v: v == 3)
     inc.assert_metric(samples, "rqmaint_workers_alive", {"queue": "default"}, lambda v: v == 0)
+    inc.assert_metric(  # the alert RqmaintAbandonedJobsNotRecovered reads this (deadlines ~110 s ago)
+        samples, "rqmaint_oldest_abandoned_job_age_seconds", {"queue": "default"}, lambda v: 100 < v < 200
+    )
 
     status, dry = inc.run("Diagnose")
     assert {k: status.json["queues"][0][k] for k in ("started", "abandoned", "workers")} == {
@@ -486,6 +500,8 @@ def _lock_no_expiry(inc: Incident, client: redis.Redis, **_: Any) -> None:
         samples, "rqmaint_lock_held", {"queue": "default", "holder_kind": "rq-worker"}, lambda v: v == 1
     )
     inc.assert_metric(samples, "rqmaint_lock_ttl_seconds", {"queue": "default"}, lambda v: v == -1)
+    labels = {"queue": "default", "holder_kind": "rq-worker"}
+    inc.assert_metric(samples, "rqmaint_lock_no_expiry", labels, lambda v: v == 1)  # RqmaintLockNoExpiry
 
     status, plan = inc.run("Diagnose")
     held = status.json["locks"][0]
@@ -785,6 +801,67 @@ def _watch(inc: Incident, client: redis.Redis, abandon: Any, **_: Any) -> None:
     assert [c["outcome"] for c in cycle.json["cleaned"]] == ["cleaned"]
     assert cycle.json["totals"] == {"requeued": 1, "given_up": 0, "skipped_locked": 0}
     assert client.lrange("rq:queue:default", 0, -1) == [ab.job_ids[0].encode()]
+
+
+@scenario("clean-overdue")
+def _clean_overdue(inc: Incident, client: redis.Redis, **_: Any) -> None:
+    # Stage: a queue whose last successful rqmaint clean was two hours ago (the CronJob stopped since).
+    Queue("default", connection=client).enqueue(jobs.add, 1, 2)
+    two_hours_ago = time.time() - 7200
+    health.record_success(client, "default", [health.KIND_CLEAN, health.KIND_REQUEUE], two_hours_ago)
+    samples = watch_metrics(client)
+    labels = {"queue": "default", "kind": "clean"}
+    inc.assert_metric(samples, "rqmaint_last_success_age_seconds", labels, lambda v: v > 1800)
+
+    cycle, held, dry = inc.run("Diagnose")
+    (h,) = cycle.json["health"]
+    assert abs(h["last_success"]["clean"] - two_hours_ago) < 1 and h["oldest_abandoned_age"] is None
+    assert held.json["locks"][0]["holder_kind"] == "none"
+    assert "would-clean" in dry.stdout
+
+    started = time.time()
+    (clean,) = inc.run("Act")
+    assert "cleaned" in clean.stdout
+
+    (cycle,) = inc.run("Verify")
+    last = cycle.json["health"][0]["last_success"]
+    assert last["clean"] >= started and last["requeue"] >= started
+    assert watch_metrics(client)[("rqmaint_last_success_age_seconds", frozenset(labels.items()))] < 60
+
+
+@scenario("watch-down")
+def _watch_down(inc: Incident, client: redis.Redis, redis_url: str, **_: Any) -> None:
+    # Stage: a watcher serving metrics, then killed (SIGKILL: OOM, node loss): nothing answers its port,
+    # which is what Prometheus sees as up == 0.
+    Queue("default", connection=client).enqueue(jobs.add, 1, 2)
+    port = free_port()
+    proc = subprocess.Popen(
+        rqmaint_argv("watch", "--interval", "0.5", "--metrics-port", str(port)),
+        env=process_env(redis_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                return str(resp.read().decode())
+        except OSError:
+            return ""
+
+    try:
+        wait_for(lambda: "rqmaint_redis_up 1.0" in scrape(), timeout=30, what="the watcher's metrics")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert scrape() == ""
+    assert "up{" in inc.section.text["Symptom"]
+
+    (cycle,) = inc.run("Diagnose")
+    assert (cycle.json["ok"], cycle.json["error"]) == (True, None)
+    inc.run("Act")  # nothing to run: kubectl
+    (status,) = inc.run("Verify")
+    assert status.stdout.splitlines()[1].split("\t")[:2] == ["default", "1"]
 
 
 # -- the tests ---------------------------------------------------------------------------------------------

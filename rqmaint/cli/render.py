@@ -13,7 +13,7 @@ from rqmaint.cli.output import Output
 from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import clean, eviction, lock, requeue, status, watch
+    from rqmaint import audit, clean, eviction, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 #: Outcomes of a queue that went as asked; any other is shown as a problem.
@@ -81,27 +81,43 @@ def warn(o: Output, risk: eviction.EvictionRisk | None) -> None:
 # -- status ---------------------------------------------------------------------------------------
 
 
-def status_columns() -> list[Col]:
+def _status_names(stalled: bool) -> list[str]:
+    """RQ's registries, with rqmaint's "stalled" (:mod:`rqmaint.health`) next to "abandoned"."""
     from rqmaint.status import COUNTS
 
+    if not stalled:
+        return list(COUNTS)
+    at = COUNTS.index("abandoned") + 1
+    return [*COUNTS[:at], "stalled", *COUNTS[at:]]
+
+
+def status_columns(stalled: bool = False) -> list[Col]:
     return [
         Col("queue", KEY),
-        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in COUNTS),
+        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in _status_names(stalled)),
         Col("lock", TEXT, 5, max_len=40),
     ]
 
 
-def status_rows(rows: list[status.QueueStatus]) -> list[list[object]]:
+def status_rows(rows: list[status.QueueStatus], stalled: dict[str, int] | None = None) -> list[list[object]]:
+    """Table rows; with ``stalled`` (stalled jobs per queue name) a "stalled" column as well."""
     from rqmaint.status import COUNTS
 
-    return [
-        [
-            r.name,
-            *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(COUNTS, r.counts(), strict=True)),
-            _alert_if(r.lock.no_expiry, lock_text(r.lock)),
-        ]
-        for r in rows
-    ]
+    out: list[list[object]] = []
+    for r in rows:
+        counts = list(r.counts())
+        if stalled is not None:
+            at = COUNTS.index("abandoned") + 1
+            counts = [*counts[:at], stalled.get(r.name, 0), *counts[at:]]
+        names = _status_names(stalled is not None)
+        out.append(
+            [
+                r.name,
+                *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(names, counts, strict=True)),
+                _alert_if(r.lock.no_expiry, lock_text(r.lock)),
+            ]
+        )
+    return out
 
 
 def status_table(
@@ -376,6 +392,7 @@ def watch_summary(cycle: watch.Cycle) -> str:
     return (
         f"cycle {cycle.number} ok {cycle.duration:.3f}s queues={len(q)} queued={sum(x.queued for x in q)} "
         f"started={sum(x.started for x in q)} abandoned={sum(x.abandoned for x in q)} "
+        f"stalled={sum(h.stalled for h in cycle.health)} "
         f"failed={sum(x.failed for x in q)} workers={sum(x.workers for x in q)} "
         f"requeued={totals['requeued']} given_up={totals['given_up']} "
         f"skipped_locked={totals['skipped_locked']}"
@@ -389,7 +406,19 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
 
     from rqmaint.cli import tables
 
-    table = tables.renderable(f"rqmaint watch: {target}", status_columns(), status_rows(cycle.queues), width)
+    healths = {h.name: h for h in cycle.health}
+    stalled: list[str] = []
+    for q in cycle.queues:
+        h = healths.get(q.name)
+        for j in (h.stalled_jobs if h else [])[: 5 - len(stalled)]:
+            stalled.append(
+                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent {j.silent_for:.0f}s, "
+                f"abandoned in {max(0.0, j.abandoned_in):.0f}s)"
+            )
+    counts = {q.name: (healths[q.name].stalled if q.name in healths else 0) for q in cycle.queues}
+    table = tables.renderable(
+        f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, counts), width
+    )
     mode = (
         "view only"
         if not (opts.clean or opts.requeue_abandoned)
@@ -403,4 +432,33 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
     footer = Text(
         f"{mode}; every {duration(opts.interval)}; {time.strftime('%H:%M:%S')}; Ctrl-C to stop", style="dim"
     )
-    return Group(table, summary, footer)
+    notes = [Text(line, style="yellow") for line in stalled]  # Text: names are never markup
+    return Group(table, *notes, summary, footer)
+
+
+# -- history --------------------------------------------------------------------------------------
+
+
+def history_table(o: Output, found: audit.History) -> None:
+    from datetime import datetime, timezone
+
+    def when(ts: float) -> str:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+    def short(text: str) -> str:
+        return text if len(text) <= 60 or not o.terminal else text[:57] + "..."
+
+    o.table(
+        "rqmaint history (newest first)" if o.terminal else None,
+        ["at", "action", "queue", "job", "by", "detail", "run"],
+        [
+            [when(e.at), e.action, e.queue, e.job or "-", e.by, short(e.detail) or "-", e.run]
+            for e in found.entries
+        ],
+    )
+    if found.more:
+        o.info(
+            f"{len(found.entries)} shown, older entries left; narrow with -q/--job/--since or raise --limit"
+        )
+    elif not found.entries:
+        o.info("no entries")

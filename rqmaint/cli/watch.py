@@ -79,6 +79,18 @@ def watch_cmd(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", metavar="HOST", help="Address the metrics server binds.")
     ] = "127.0.0.1",
+    job_monitoring_interval: Annotated[
+        float,
+        typer.Option(
+            "--job-monitoring-interval",
+            metavar="SECONDS",
+            help="Your RQ workers' job monitoring interval (RQ's default 30): a started job whose worker "
+            "has not heartbeated for twice this long is shown as stalled.",
+            min=1.0,
+            max=MAX_SECONDS,
+            callback=finite,
+        ),
+    ] = 30.0,
     max_cycles: Annotated[
         int | None,
         typer.Option(
@@ -111,6 +123,7 @@ def watch_cmd(
         max_requeues=max_requeues,
         lock_ttl=lock_ttl,
         classes=rqcompat.resolve_classes(serializer, job_class, queue_class, path or ["."]),
+        job_monitoring_interval=job_monitoring_interval,
     )
     if not run(ctx, opts, metrics_port=metrics_port, metrics_host=metrics_host, max_cycles=max_cycles):
         raise typer.Exit(int(ExitCode.ERROR))  # --max-cycles ended on a cycle that could not reach Redis

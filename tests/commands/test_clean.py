@@ -69,6 +69,8 @@ def test_clean_leaves_exactly_what_rq_leaves(client, abandon):
         ignore=[
             f"rq:worker:{WORKER}",
             "rq:queue:default:intermediate:first_seen:*",
+            "rqmaint:runs",  # when rqmaint last cleaned each queue (rqmaint.health)
+            "rqmaint:audit",  # rqmaint's audit trail (rqmaint.audit)
             "rq:results:*#exc_string",
         ],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from rq import Queue
 
 from tests import jobs
 from tests.support import (
+    REPO_ROOT,
     age_abandoned,
     clone_job,
     free_port,
@@ -20,6 +22,7 @@ from tests.support import (
     start_server,
     wait_for,
 )
+from tests.support.heartbeats import silence
 
 
 def _watch(redis_url: str, *args: str, env: dict[str, str | None] | None = None) -> subprocess.Popen[str]:
@@ -195,3 +198,119 @@ def test_max_cycles_ends_even_if_redis_is_down(cli):
     cycles = [json.loads(line) for line in result.stdout.splitlines()]
     assert [c["ok"] for c in cycles] == [False, False]
     assert "retrying in" in result.stderr
+
+
+def _families() -> dict[str, tuple[str, set[str]]]:
+    """Every metric family watch serves: exposed name -> (type, label names)."""
+    import prometheus_client
+
+    from rqmaint.metrics import Metrics
+
+    out = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, prometheus_client.metrics.MetricWrapperBase):
+            family = metric.describe()[0]
+            name = family.name + ("_total" if family.type == "counter" else "")
+            out[name] = (family.type, set(metric._labelnames))
+    return out
+
+
+def test_every_metric_is_documented_in_the_readme():
+    # The README's metrics table: one row per metric, with its type and its labels
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- metrics table:", 1)[1].split("\n\n", 1)[0]
+    rows = {}
+    for line in table.splitlines()[3:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        (name,) = re.findall(r"`([^`]+)`", cells[0])
+        rows[name] = (cells[1], set(re.findall(r"`([a-z_]+)`(?:\s*\([^)]*\))?", cells[2])))
+    served = _families()
+    assert set(rows) == set(served), (
+        f"served, not documented: {sorted(set(served) - set(rows))}; "
+        f"documented, not served: {sorted(set(rows) - set(served))}"
+    )
+    for name, (kind, labels) in served.items():
+        assert rows[name] == (kind, labels), (name, rows[name], (kind, labels))
+
+
+def test_stalled_jobs_show_before_they_are_abandoned(cli, client, abandon):
+    # Given a job whose worker was SIGKILLed 65 s ago (its deadline still 25 s ahead)
+    ab = abandon("default")
+    silence(client, "default", 65, ab.worker_names)
+    # When watch looks (view-only), with RQ's default monitoring interval
+    result = cli("watch", "--max-cycles", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    (h,) = json.loads(result.stdout)["health"]
+    # Then the job is stalled, not abandoned, with its worker and the time until it is abandoned
+    assert (h["stalled"], h["oldest_abandoned_age"]) == (1, None)
+    (job,) = h["stalled_jobs"]
+    assert (job["job_id"], job["worker"]) == (ab.job_ids[0], ab.worker_names[0])
+    assert 65 <= job["silent_for"] < 95 and 0 < job["abandoned_in"] <= 26
+    assert json.loads(result.stdout)["queues"][0]["abandoned"] == 0
+    # And for workers monitoring every 120 s (stalled after 240 s) it is not stalled yet
+    slow = cli("watch", "--max-cycles", "1", "--json", "--job-monitoring-interval", "120")
+    assert json.loads(slow.stdout)["health"][0]["stalled"] == 0
+    # And nothing was written: a look only
+    assert client.zcard("rq:wip:default") == 1 and client.llen("rq:queue:default") == 0
+
+
+def test_metrics_of_a_staged_incident(client, abandon):
+    # Given one stalled and one abandoned job (workers SIGKILLed), and a foreign lock with no expiry
+    from rqmaint.metrics import Metrics
+    from rqmaint.watch import Watcher, WatchOptions
+
+    stalled = abandon("emails")
+    silence(client, "emails", 65, stalled.worker_names)
+    abandon("default")
+    age_abandoned(client, "default", 200)
+    client.set("rq:clean_registries:emails", "maintenance-by-ops")
+    metrics = Metrics()
+    watcher = Watcher(client, WatchOptions(requeue_abandoned=True))
+    # When two cycles run (the second sees the same lock again)
+    for _ in range(2):
+        metrics.observe(watcher.run_cycle())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    # Then each gauge shows it
+    assert value("rqmaint_stalled_jobs", queue="emails") == 1
+    assert value("rqmaint_stalled_jobs", queue="default") == 0
+    assert 65 <= value("rqmaint_oldest_stalled_job_age_seconds", queue="emails") < 95
+    assert 0 < value("rqmaint_next_abandonment_seconds", queue="emails") <= 26
+    assert ("rqmaint_next_abandonment_seconds", (("queue", "default"),)) not in samples
+    assert value("rqmaint_oldest_abandoned_job_age_seconds", queue="default") == 0  # requeued at once
+    assert value("rqmaint_jobs_requeued_total", queue="default") == 1
+    assert value("rqmaint_jobs_given_up_total", queue="default") == 0  # exists from 0
+    assert value("rqmaint_lock_no_expiry", queue="emails", holder_kind="other") == 1
+    assert value("rqmaint_lock_held_seconds", queue="emails", holder_kind="other") > 0  # since first seen
+    assert value("rqmaint_lock_no_expiry", queue="default", holder_kind="none") == 0
+    assert value("rqmaint_queues_skipped_locked_total", queue="emails") == 2
+    assert 0 <= value("rqmaint_last_success_age_seconds", queue="default", kind="requeue") < 30
+    assert ("rqmaint_last_success_age_seconds", (("kind", "requeue"), ("queue", "emails"))) not in samples
+    assert value("rqmaint_script_calls_total", script="requeue_abandoned", result="ok") >= 1
+    assert value("rqmaint_script_duration_seconds_count", script="requeue_abandoned") >= 1
+
+
+def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
+    # Given a job whose worker was SIGKILLed 65 s ago
+    ab = abandon("default")
+    silence(client, "default", 65, ab.worker_names)
+    # Then the dashboard has a stalled column and names the job, its worker and when it is abandoned
+    shown = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1"})
+    assert shown.exit_code == 0, shown.stderr
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout).splitlines()  # without ANSI codes
+    header = next(x for x in lines if "queued" in x and "┃" in x)
+    columns = [c.strip() for c in header.split("┃")[1:6]]
+    assert columns == ["queue", "queued", "started", "abandoned", "stalled"]
+    line = next(x for x in lines if x.startswith("stalled: "))
+    assert f"default job {ab.job_ids[0]} (worker {ab.worker_names[0]} silent " in line
+    assert re.search(r"abandoned in \d+s\)$", line)
+    # And the line per cycle off a terminal counts it
+    plain = cli("watch", "--max-cycles", "1")
+    assert " abandoned=0 stalled=1 " in plain.stdout

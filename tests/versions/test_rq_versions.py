@@ -269,6 +269,8 @@ def test_clean_leaves_exactly_what_this_versions_worker_leaves(rq_env, client, r
         ignore=[
             f"rq:worker:{WORKER}",
             "rq:queue:default:intermediate:first_seen:*",
+            "rqmaint:runs",  # when rqmaint last cleaned each queue (rqmaint.health)
+            "rqmaint:audit",  # rqmaint's audit trail (rqmaint.audit)
             "rq:results:*#exc_string",
             "rq:results:*#worker_name",
             "rq:job:*#exc_info",
