@@ -9,7 +9,8 @@ construct it in Python like RQ's ``Worker``. Every ``maintenance_interval``, per
    crash blocks the others for one lease, not RQ's 899 s;
 2. requeues the queue's abandoned jobs with rqmaint's atomic engine (poison limit included), deadlines
    judged by Redis's clock (:func:`requeue_held`);
-3. runs RQ's own cleaning of that queue (:func:`rqmaint.clean.run_rq_steps`), unless this machine's
+3. runs RQ's own cleaning of that queue (:func:`rqmaint.clean.run_rq_steps`) with the worker's own
+   serializer, Job class and Queue class (``-S``, ``-j``, ``--queue-class``), unless this machine's
    clock is off from Redis's by more than :data:`rqmaint.clock.MAX_CLOCK_SKEW` seconds (RQ's code
    judges by the local clock; that is logged and the step skipped).
 
@@ -235,7 +236,12 @@ class MaintenanceMixin:
             return
         worker.log.info("Worker %s: cleaning registries for queue: %s", worker.name, queue.name)
         handlers = list(worker._exc_handlers) if rqcompat.cleanup_takes_exception_handlers() else []
-        run_rq_steps(client, queue.name, handlers, worker.name, lease.check, [])
+        # RQ's steps run with this worker's own serializer, Job class and Queue class (the attributes of
+        # RQ's Worker in every supported version, from -S/-j/--queue-class), as its own
+        # clean_registries does: with RQ's defaults, retried jobs' and dependents' meta would be
+        # rewritten with pickle on a JSON deployment.
+        classes = rqcompat.RqClasses(worker.serializer, worker.job_class, worker.queue_class)
+        run_rq_steps(client, queue.name, handlers, worker.name, lease.check, [], classes=classes)
 
 
 class Worker(MaintenanceMixin, _RqWorker):

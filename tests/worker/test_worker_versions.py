@@ -187,3 +187,60 @@ def test_poison_job_ends_in_failed_after_the_limit(
     assert int(client.get(counter) or 0) == 2
     assert workers[-1].poll() is None
     assert "gave up on 1" in workers[-1].log()
+
+
+JSON = "rq.serializers.JSONSerializer"
+AUDITED = "tests.rqclasses.AuditedJob"
+
+
+def _meta(raw: bytes | None) -> object:
+    """A job's ``meta`` as the JSON serializer reads it; the raw bytes if they are not JSON any more."""
+    try:
+        return json.loads(raw or b"")
+    except ValueError:
+        return raw
+
+
+def test_json_serializer_workers_keep_the_meta_of_a_job_rq_retries(
+    rq_env: RqEnv, client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    queue = f"wjs-{rq_env.version}"
+    # Given: two rqmaint workers of this RQ version on a JSON deployment with a custom Job class
+    # (-S, -j), requeue off so that RQ's own cleanup handles abandoned jobs, maintenance every second
+    options = [*FAST, "-S", JSON, "-j", AUDITED]
+    env = {"RQMAINT_REQUEUE": "0"}
+    pool = [
+        start_worker(redis_url, [queue], extra_args=options, log_dir=tmp_path, env=env, python=rq_env.python)
+        for _ in range(2)
+    ]
+    marker = tmp_path / "block.started"
+    (job_id,) = enqueue_with(
+        rq_env.python,
+        redis_url,
+        queue,
+        [("tests.jobs.block", [str(marker)], {"meta": {"a": 1}, "retry": 1})],
+        classes={"serializer": JSON, "job_class": AUDITED},
+    )
+    wait_for(marker.exists, timeout=60, what="the block job to run", diagnostics=lambda: pool[0].log())
+    # When: the worker running it is SIGKILLed with its work horse, and RQ's deadline passes
+    name = (client.hget(f"rq:job:{job_id}", "worker_name") or b"").decode()
+    (victim,) = [w for w in pool if w.name == name]
+    victim.kill_session()
+    assert _meta(client.hget(f"rq:job:{job_id}", "meta")) == {"a": 1}
+    age_abandoned(client, queue, 200)
+    # Then: the survivor's maintenance runs RQ's cleanup (which retries the job) with the worker's own
+    # serializer and Job class, and the survivor runs the job once more to the end ...
+    (survivor,) = [w for w in pool if w is not victim]
+    rerun = Path(f"{marker}.reruns")
+    wait_for(
+        lambda: _status(client, job_id) == b"finished",
+        timeout=90,
+        what=f"rq {rq_env.version}: the retried job to finish",
+        diagnostics=survivor.log,
+    )
+    assert rerun.read_text().split() == [job_id]  # exactly once more
+    assert _failed(client, queue) == set()
+    # ... its meta, read back with the JSON serializer, is still the user's (not rewritten as pickle) ...
+    assert _meta(client.hget(f"rq:job:{job_id}", "meta")) == {"a": 1}, survivor.log()
+    # ... and RQ's retry went through the custom Job class
+    assert client.lrange("test:audited_retries", 0, -1) == [job_id.encode()], survivor.log()
