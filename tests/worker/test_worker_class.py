@@ -127,3 +127,56 @@ def test_bad_keyword_setting_raises_a_settings_error(client: redis.Redis) -> Non
         Worker([Queue("wq-kw", connection=client)], connection=client, lease_ttl=0)
     with pytest.raises(WorkerSettingsError, match="poison limit -1 is negative"):
         Worker([Queue("wq-kw", connection=client)], connection=client, max_requeues=-1)
+
+
+@pytest.mark.parametrize(
+    ("state", "logged"),
+    [
+        # the job key is not a hash: Redis answers WRONGTYPE inside the requeue (and inside RQ's cleanup)
+        pytest.param(
+            "wrong-type",
+            "rqmaint: maintenance of queue wq-odd failed, the worker goes on: ResponseError: WRONGTYPE",
+            id="wrong-type",
+        ),
+        # the started-registry entry outlived its job hash
+        pytest.param(
+            "missing",
+            "rqmaint: queue wq-odd: requeued 0 abandoned job(s), gave up on 0, 1 problem(s)",
+            id="missing",
+        ),
+    ],
+)
+def test_unexpected_job_state_is_logged_in_one_line_and_the_worker_goes_on(
+    state: str,
+    logged: str,
+    client: redis.Redis,
+    spawn_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    # Given: an expired started-registry entry whose job hash is of the wrong type, or missing
+    if state == "wrong-type":
+        client.set("rq:job:odd-job", "not a hash")
+    client.zadd("rq:wip:wq-odd", {"odd-job:e1": 100})
+    # When: an rqmaint worker (maintenance every second) serves the queue
+    w = spawn_worker(
+        ["wq-odd"], extra_args=[*RQMAINT_WORKER, "--maintenance-interval", "1", "--worker-ttl", "20"]
+    )
+    wait_for(
+        lambda: logged in w.log(), timeout=60, what=f"maintenance to meet the {state} job", diagnostics=w.log
+    )
+    # Then: it logged one line (no traceback), and the worker goes on working jobs: a job enqueued
+    # afterwards runs once to the end
+    out = tmp_path / "ran.txt"
+    job = Queue("wq-odd", connection=client).enqueue("tests.jobs.record", str(out), "after")
+    wait_for(
+        lambda: client.hget(f"rq:job:{job.id}", "status") == b"finished",
+        timeout=60,
+        what="the job enqueued after the odd one to finish",
+        diagnostics=w.log,
+    )
+    assert out.read_text().split() == ["after"]
+    assert w.poll() is None, w.log()
+    log = w.log()
+    assert "Traceback" not in log, log
+    rqmaint_lines = [line for line in log.splitlines() if "rqmaint" in line]
+    assert rqmaint_lines and all(logged in line for line in rqmaint_lines), rqmaint_lines
