@@ -183,8 +183,30 @@ class RqmaintRedis(redis.Redis):
         except AskError as exc:
             raise wrong_node(exc) from exc
 
+    def set_retry(self, retry: Retry) -> None:
+        super().set_retry(retry)
+        retry_checkouts(self.connection_pool, retry)
+
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> redis.client.Pipeline:
         return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+def _ignore(_error: BaseException) -> None:
+    """A failed checkout has already cleaned up after itself (redis-py releases the connection)."""
+
+
+def retry_checkouts(pool: Any, retry: Retry) -> None:
+    """Make ``pool.get_connection`` retry under ``retry``. redis-py checks a connection out (connect,
+    handshake, the ``can_read`` probe of a pooled connection) *outside* its command retry, so a
+    connection dropped at that moment failed the command at once, whatever the budget. Nothing has
+    been sent to Redis yet when a checkout fails, so retrying it is always safe."""
+    original = getattr(pool, "_rqmaint_checkout", None) or pool.get_connection
+    pool._rqmaint_checkout = original
+
+    def get_connection(*args: Any, **kwargs: Any) -> Any:
+        return retry.call_with_retry(lambda: original(*args, **kwargs), _ignore)
+
+    pool.get_connection = get_connection
 
 
 def retry_budget(environ: Mapping[str, str] | None = None) -> float:
