@@ -13,7 +13,7 @@ from rqmaint.cli.output import Output
 from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import audit, clean, eviction, lock, requeue, status, watch
+    from rqmaint import audit, clean, eviction, health, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 #: Outcomes of a queue that went as asked; any other is shown as a problem.
@@ -30,6 +30,8 @@ STATUS_PRIORITY = {
     "started": 8,
     "queued": 9,
     "abandoned": 10,
+    "stalled": 10,
+    "abandoned_in": 9,
 }
 #: Status counts that are a problem when not 0.
 STATUS_ALERTS = frozenset({"abandoned", "stalled"})
@@ -82,48 +84,79 @@ def warn(o: Output, risk: eviction.EvictionRisk | None) -> None:
 
 
 def _status_names(stalled: bool) -> list[str]:
-    """RQ's registries, with rqmaint's "stalled" (:mod:`rqmaint.health`) next to "abandoned"."""
+    """RQ's registries, with rqmaint's "stalled" (:mod:`rqmaint.health`) and the time until the first
+    stalled job becomes abandoned next to "abandoned"."""
     from rqmaint.status import COUNTS
 
     if not stalled:
         return list(COUNTS)
     at = COUNTS.index("abandoned") + 1
-    return [*COUNTS[:at], "stalled", *COUNTS[at:]]
+    return [*COUNTS[:at], "stalled", "abandoned_in", *COUNTS[at:]]
 
 
 def status_columns(stalled: bool = False) -> list[Col]:
     return [
         Col("queue", KEY),
-        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in _status_names(stalled)),
+        *(
+            Col(c, DURATION if c == "abandoned_in" else COUNT, STATUS_PRIORITY.get(c, 5))
+            for c in _status_names(stalled)
+        ),
         Col("lock", TEXT, 5, max_len=40),
     ]
 
 
-def status_rows(rows: list[status.QueueStatus], stalled: dict[str, int] | None = None) -> list[list[object]]:
-    """Table rows; with ``stalled`` (stalled jobs per queue name) a "stalled" column as well."""
+def status_rows(
+    rows: list[status.QueueStatus], healths: dict[str, health.QueueHealth] | None = None
+) -> list[list[object]]:
+    """Table rows; with ``healths`` (per queue name) the "stalled" and "abandoned_in" columns too."""
     from rqmaint.status import COUNTS
 
     out: list[list[object]] = []
     for r in rows:
-        counts = list(r.counts())
-        if stalled is not None:
+        counts: list[object] = list(r.counts())
+        if healths is not None:
+            h = healths.get(r.name)
             at = COUNTS.index("abandoned") + 1
-            counts = [*counts[:at], stalled.get(r.name, 0), *counts[at:]]
-        names = _status_names(stalled is not None)
+            soon = None if h is None or h.next_abandoned_in is None else max(0.0, h.next_abandoned_in)
+            counts = [*counts[:at], h.stalled if h else 0, soon, *counts[at:]]
+        names = _status_names(healths is not None)
         out.append(
             [
                 r.name,
-                *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(names, counts, strict=True)),
+                *(
+                    _alert_if(c in STATUS_ALERTS and isinstance(n, int) and n > 0, n)
+                    for c, n in zip(names, counts, strict=True)
+                ),
                 _alert_if(r.lock.no_expiry, lock_text(r.lock)),
             ]
         )
     return out
 
 
+def stalled_lines(o: Output, healths: list[health.QueueHealth]) -> None:
+    """Per queue with stalled jobs, one line on stderr: how long silent, when abandoned (a look only)."""
+    for h in healths:
+        if not h.stalled:
+            continue
+        count = f"{h.stalled}{'+' if h.stalled_truncated else ''}"
+        o.info(
+            f"queue {h.name!r}: {count} started job(s) stalled: their worker stopped heartbeating "
+            f"{duration(h.oldest_stalled_age)} ago; the first becomes abandoned in "
+            f"{duration(max(0.0, h.next_abandoned_in or 0.0))}, then rqmaint requeue-abandoned can put it "
+            "back (nothing is requeued before)"
+        )
+
+
 def status_table(
-    o: Output, rows: list[status.QueueStatus], rate_limits: list[status.RateLimitStatus] | None = None
+    o: Output,
+    rows: list[status.QueueStatus],
+    rate_limits: list[status.RateLimitStatus] | None = None,
+    healths: list[health.QueueHealth] | None = None,
 ) -> None:
-    o.table(STATUS_TITLE if o.terminal else None, status_columns(), status_rows(rows))
+    by_name = None if healths is None else {h.name: h for h in healths}
+    o.table(
+        STATUS_TITLE if o.terminal else None, status_columns(by_name is not None), status_rows(rows, by_name)
+    )
     if rate_limits:
         o.table(
             "RQ rate limits" if o.terminal else None,
@@ -143,6 +176,7 @@ def status_table(
                 f"RQ writes: {', '.join(repr(s) for s in unknown)} (written by a newer RQ?); rqmaint "
                 "leaves them alone"
             )
+    stalled_lines(o, healths or [])
     if not rows:
         no_queues(o)
 
@@ -393,7 +427,7 @@ def watch_summary(cycle: watch.Cycle) -> str:
         f"cycle {cycle.number} ok {cycle.duration:.3f}s queues={len(q)} queued={sum(x.queued for x in q)} "
         f"started={sum(x.started for x in q)} abandoned={sum(x.abandoned for x in q)} "
         f"stalled={sum(h.stalled for h in cycle.health)} "
-        f"failed={sum(x.failed for x in q)} workers={sum(x.workers for x in q)} "
+        f"failed={sum(x.failed for x in q)} workers={totals['workers']} "
         f"requeued={totals['requeued']} given_up={totals['given_up']} "
         f"skipped_locked={totals['skipped_locked']}"
     )
@@ -415,9 +449,8 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
                 f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent {j.silent_for:.0f}s, "
                 f"abandoned in {max(0.0, j.abandoned_in):.0f}s)"
             )
-    counts = {q.name: (healths[q.name].stalled if q.name in healths else 0) for q in cycle.queues}
     table = tables.renderable(
-        f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, counts), width
+        f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, healths), width
     )
     mode = (
         "view only"

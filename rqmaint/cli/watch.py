@@ -14,11 +14,13 @@ import typer
 from rqmaint.cli import render, tables
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_LEASE,
     DEFAULT_MAX_REQUEUES,
     MAX_COUNT,
     MAX_SECONDS,
     JobClassOpt,
+    JobMonitoringIntervalOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
     PathOpt,
@@ -79,18 +81,7 @@ def watch_cmd(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", metavar="HOST", help="Address the metrics server binds.")
     ] = "127.0.0.1",
-    job_monitoring_interval: Annotated[
-        float,
-        typer.Option(
-            "--job-monitoring-interval",
-            metavar="SECONDS",
-            help="Your RQ workers' job monitoring interval (RQ's default 30): a started job whose worker "
-            "has not heartbeated for twice this long is shown as stalled.",
-            min=1.0,
-            max=MAX_SECONDS,
-            callback=finite,
-        ),
-    ] = 30.0,
+    job_monitoring_interval: JobMonitoringIntervalOpt = DEFAULT_JOB_MONITORING_INTERVAL,
     max_cycles: Annotated[
         int | None,
         typer.Option(
