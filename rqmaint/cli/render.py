@@ -233,11 +233,27 @@ def lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | No
 # -- clean ----------------------------------------------------------------------------------------
 
 
+def stopped_fields(stopped: str | None, queues: int | None) -> dict[str, object]:
+    """``"stopped": bool``, and when stopped ``"stopped_by"`` (the signal) and ``"queues_total"``: the
+    same in every report of a run that a signal can stop (requeue-abandoned, clean)."""
+    doc: dict[str, object] = {"stopped": stopped is not None}
+    if stopped is not None:
+        doc["stopped_by"] = stopped
+        doc["queues_total"] = queues
+    return doc
+
+
 def clean_report(
-    o: Output, dry_run: bool, results: list[clean.QueueClean], stopped: str | None = None
+    o: Output,
+    dry_run: bool,
+    results: list[clean.QueueClean],
+    stopped: str | None = None,
+    queues: int | None = None,
 ) -> None:
     if o.json_mode:
-        o.emit_json({"dry_run": dry_run, "stopped": stopped, "queues": [r.as_dict() for r in results]})
+        o.emit_json(
+            {"dry_run": dry_run, **stopped_fields(stopped, queues), "queues": [r.as_dict() for r in results]}
+        )
     else:
         o.table(
             _title(
@@ -316,12 +332,9 @@ def requeue_report(
     queues: int | None = None,
 ) -> None:
     if o.json_mode:
-        doc: dict[str, object] = {"dry_run": dry_run, "stopped": stopped is not None}
-        if stopped is not None:
-            doc["stopped_by"] = stopped
-            doc["queues_total"] = queues
-        doc["queues"] = [r.as_dict() for r in reports]
-        o.emit_json(doc)
+        o.emit_json(
+            {"dry_run": dry_run, **stopped_fields(stopped, queues), "queues": [r.as_dict() for r in reports]}
+        )
         return
     if dry_run:
         jobs = [j for r in reports for j in r.jobs]

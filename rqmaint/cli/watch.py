@@ -120,10 +120,16 @@ def watch_cmd(
         raise typer.Exit(int(ExitCode.ERROR))  # --max-cycles ended on a cycle that could not reach Redis
 
 
-def _report(ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOptions) -> None:
+def _report(
+    ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOptions, stopped_by: str | None = None
+) -> None:
     o = ctx.out
     if o.json_mode:
-        sys.stdout.write(json.dumps(cycle.as_dict(), separators=(",", ":")) + "\n")
+        doc = cycle.as_dict()
+        if cycle.stopped:  # the shape of requeue-abandoned's and clean's reports
+            at = list(doc).index("stopped") + 1
+            doc = dict([*list(doc.items())[:at], ("stopped_by", stopped_by), *list(doc.items())[at:]])
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
         sys.stdout.flush()
     elif live is not None:
         assert o.target is not None
@@ -184,7 +190,7 @@ def run(
             cycle = watcher.run_cycle()
             if metrics is not None:
                 metrics.observe(cycle)
-            _report(ctx, cycle, live, opts)
+            _report(ctx, cycle, live, opts, stopping.get("signal"))
             if cycle.stopped or (max_cycles is not None and watcher.cycles >= max_cycles):
                 return cycle.ok or cycle.stopped
             if watcher.sleep(cycle.next_in):
