@@ -31,8 +31,10 @@ STATUS_PRIORITY = {
     "queued": 9,
     "abandoned": 10,
     "stalled": 10,
-    "abandoned_in": 9,
+    "abandoned_in": 10,  # folds away unless a job is stalled, then it matters more than "queued"
 }
+#: Stalled jobs named under the watch dashboard (the rest are counted).
+STALLED_SHOWN = 5
 #: Status counts that are a problem when not 0.
 STATUS_ALERTS = frozenset({"abandoned", "stalled"})
 
@@ -452,16 +454,22 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
     from rich.text import Text
 
     from rqmaint.cli import tables
+    from rqmaint.health import MAX_LISTED
 
     healths = {h.name: h for h in cycle.health}
     stalled: list[str] = []
     for q in cycle.queues:
         h = healths.get(q.name)
-        for j in (h.stalled_jobs if h else [])[: 5 - len(stalled)]:
+        for j in (h.stalled_jobs if h else [])[: STALLED_SHOWN - len(stalled)]:
             stalled.append(
-                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent {j.silent_for:.0f}s, "
-                f"abandoned in {max(0.0, j.abandoned_in):.0f}s)"
+                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent "
+                f"{duration(j.silent_for)}, abandoned in {duration(max(0.0, j.abandoned_in))})"
             )
+    total = sum(h.stalled for h in cycle.health)
+    if len(stalled) < total:
+        stalled.append(
+            f"stalled jobs: {len(stalled)} of {total} shown (--json lists up to {MAX_LISTED} per queue)"
+        )
     table = tables.renderable(
         f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, healths), width
     )

@@ -316,3 +316,21 @@ def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
     # And the line per cycle off a terminal counts it
     plain = cli("watch", "--max-cycles", "1")
     assert " abandoned=0 stalled=1 " in plain.stdout
+
+
+def test_the_dashboard_says_how_many_stalled_jobs_it_names(cli, client):
+    # Given 7 started jobs, deadlines ahead, whose worker's hash is gone (it stopped heartbeating)
+    now = int(time.time())
+    client.sadd("rq:queues", "rq:queue:default")
+    for i in range(7):
+        client.zadd("rq:wip:default", {f"job{i}:e{i}": now + 20})
+        client.hset(f"rq:job:job{i}", mapping={"status": "started", "worker_name": "gone"})
+    # When the dashboard shows them
+    shown = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1", "COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.stderr
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout).splitlines()
+    # Then it names 5, says "5 of 7 shown", and durations read as everywhere else
+    named = [x for x in lines if x.startswith("stalled: default job ")]
+    assert len(set(named)) == 5, lines
+    assert any(x.startswith("stalled jobs: 5 of 7 shown") for x in lines), lines
+    assert all(re.search(r", abandoned in (\d+s|\d+m( \d+s)?)\)$", x) for x in named), named
