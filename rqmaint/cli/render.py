@@ -35,8 +35,8 @@ STATUS_PRIORITY = {
 }
 #: Stalled jobs named under the watch dashboard (the rest are counted).
 STALLED_SHOWN = 5
-#: Status counts that are a problem when not 0.
-STATUS_ALERTS = frozenset({"abandoned", "stalled"})
+#: Status columns that are a problem when not 0 (nor none).
+STATUS_ALERTS = frozenset({"abandoned", "stalled", "abandoned_in"})
 
 
 def lock_text(info: lock.LockInfo) -> str:
@@ -126,7 +126,7 @@ def status_rows(
             [
                 r.name,
                 *(
-                    _alert_if(c in STATUS_ALERTS and isinstance(n, int) and n > 0, n)
+                    _alert_if(c in STATUS_ALERTS and n is not None and n != 0, n)
                     for c, n in zip(names, counts, strict=True)
                 ),
                 _alert_if(r.lock.no_expiry, lock_text(r.lock)),

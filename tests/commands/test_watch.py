@@ -309,7 +309,7 @@ def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
     columns = [c.strip() for c in header.split("┃")[1:5]]
     assert columns == ["queue", "started", "stalled", "abandoned in"]  # the zero columns fold away
     row = next(x for x in lines if x.startswith("│ default "))
-    assert re.search(r"│ +! 1 │ +\d+s │", row)  # stalled (a problem), then its time to abandoned
+    assert re.search(r"│ +! 1 │ +! \d+s │", row)  # stalled, then its time to abandoned: problems, marked
     line = next(x for x in lines if x.startswith("stalled: "))
     assert f"default job {ab.job_ids[0]} (worker {ab.worker_names[0]} silent " in line
     assert re.search(r"abandoned in \d+s\)$", line)
