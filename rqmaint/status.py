@@ -1,8 +1,11 @@
 """Registry state per queue, strictly read-only and pipelined.
 
 Never calls RQ code that cleans as it counts (``registry.count``, ``get_job_ids()``, ``rq info``):
-only ZCARD/ZCOUNT/LLEN/SMEMBERS/GET/ZRANGEBYSCORE LIMIT, then HMGET/HGET/PTTL, in three round trips
-(with SMEMBERS of the queue set) whatever the number of queues.
+only ZCARD/ZCOUNT/LLEN/SCARD/SSCAN/GET/ZRANGEBYSCORE LIMIT, then HMGET/HGET/PTTL, in three round trips
+(with SMEMBERS of the queue set) whatever the number of queues. A queue's worker set is read with SSCAN
+(one call covers a set of up to :data:`WORKER_SCAN` members; a larger one takes a few more bounded
+calls, at most :data:`MAX_WORKER_NAMES` names per queue), so workers serving several queues are counted
+once in :func:`distinct_workers`.
 
 RQ 3.0's registries are counted too: the ready registry (``ready``: dependents in READY_TO_ENQUEUE)
 per queue, and the concurrency rate limits (:func:`collect_rate_limits`; they belong to no queue).
@@ -53,6 +56,10 @@ class QueueStatus:
     ready: int = 0  # RQ 3.0's ReadyJobRegistry: dependents waiting to be enqueued (READY_TO_ENQUEUE)
     #: job status -> count, over the first STATE_SAMPLE abandoned entries (status "" = job hash gone)
     abandoned_states: dict[str, int] = field(default_factory=dict)
+    #: the live workers' keys counted in ``workers`` (for counts of distinct workers across queues)
+    worker_keys: frozenset[str] = field(default_factory=frozenset, repr=False)
+    #: the worker set had more than MAX_WORKER_NAMES members: ``workers`` counts the ones read
+    workers_truncated: bool = False
 
     @property
     def unknown_states(self) -> dict[str, int]:
@@ -66,6 +73,7 @@ class QueueStatus:
         return {
             "name": self.name,
             **dict(zip(COUNTS, self.counts(), strict=True)),
+            "workers_truncated": self.workers_truncated,
             "abandoned_states": dict(self.abandoned_states),
             "unknown_states": self.unknown_states,
             "lock": self.lock.as_dict(),
@@ -91,6 +99,11 @@ KNOWN_STATES = frozenset(
 
 #: At most this many abandoned entries per queue have their job's status read (bounded work).
 STATE_SAMPLE = 100
+
+#: SSCAN's COUNT for a queue's worker set (a set this small is read in one call).
+WORKER_SCAN = 1000
+#: At most this many worker names are read per queue (bounded work, whatever the set's size).
+MAX_WORKER_NAMES = 10_000
 
 #: At most this many rate-limit keys are listed (SSCAN, bounded).
 MAX_RATE_LIMITS = 1000
@@ -159,7 +172,7 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
         pipe.zcard(keys.scheduled(q))
         pipe.zcard(keys.canceled(q))
         pipe.llen(keys.intermediate(q))
-        pipe.smembers(keys.workers_of(q))
+        pipe.sscan(keys.workers_of(q), 0, count=WORKER_SCAN)
         pipe.get(keys.clean_lock(q))
         pipe.zcard(keys.ready(q))
         pipe.zrangebyscore(keys.started(q), "-inf", deadline, start=0, num=STATE_SAMPLE)
@@ -167,11 +180,11 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
 
     # Second round trip: liveness of every registered worker (a live worker's hash has ``birth`` and no
     # ``death``) and the TTL of every lock that is held.
-    worker_sets: list[list[str]] = []
+    worker_sets, truncated = _worker_sets(
+        client, queues, [replies[i * _PER_QUEUE + 9] for i in range(len(queues))]
+    )
     all_workers: dict[str, None] = {}
-    for i in range(len(queues)):
-        members = [decode(m) or "" for m in replies[i * _PER_QUEUE + 9]]
-        worker_sets.append(members)
+    for members in worker_sets:
         all_workers.update(dict.fromkeys(members))
     held = [q for i, q in enumerate(queues) if replies[i * _PER_QUEUE + 10] is not None]
     sampled: list[list[str]] = [
@@ -217,9 +230,41 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
                 canceled=int(r[7]),
                 intermediate=int(r[8]),
                 workers=sum(1 for w in worker_sets[i] if alive.get(w)),
+                worker_keys=frozenset(w for w in worker_sets[i] if alive.get(w)),
+                workers_truncated=truncated[i],
                 lock=lock.interpret(q, r[10], pttls.get(q, -2), now),
                 ready=int(r[11]),
                 abandoned_states=dict(sorted(states[i].items())),
             )
         )
     return out
+
+
+def _worker_sets(
+    client: redis.Redis, queues: list[str], first: list[tuple[int, list[bytes]]]
+) -> tuple[list[list[str]], list[bool]]:
+    """Each queue's worker keys, from the first SSCAN reply of each; sets too big for one call are
+    scanned on, all together, one pipeline per step, up to MAX_WORKER_NAMES names per queue."""
+    sets: list[list[str]] = [[] for _ in queues]
+    cursors: list[int] = []
+    for i, (cursor, members) in enumerate(first):
+        sets[i] = list(dict.fromkeys(decode(m) or "" for m in members))
+        cursors.append(int(cursor))
+    while True:
+        todo = [i for i, c in enumerate(cursors) if c and len(sets[i]) < MAX_WORKER_NAMES]
+        if not todo:
+            break
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            pipe.sscan(keys.workers_of(queues[i]), cursors[i], count=WORKER_SCAN)
+        for i, (cursor, members) in zip(todo, pipe.execute(), strict=True):
+            seen = dict.fromkeys(sets[i])
+            seen.update(dict.fromkeys(decode(m) or "" for m in members))
+            sets[i] = list(seen)[:MAX_WORKER_NAMES]
+            cursors[i] = int(cursor)
+    return sets, [c != 0 for c in cursors]
+
+
+def distinct_workers(rows: list[QueueStatus]) -> int:
+    """Live workers across ``rows``, each counted once however many of the queues it serves."""
+    return len(frozenset().union(*(r.worker_keys for r in rows)))

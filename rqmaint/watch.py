@@ -74,6 +74,7 @@ class Cycle:
             "cleaned": [c.as_dict() for c in self.cleaned],
             "requeued": [r.as_dict() for r in self.requeued],
             "totals": {
+                "workers": status.distinct_workers(self.queues),  # each once, however many queues it serves
                 "requeued": sum(r.requeued for r in reports),
                 "given_up": sum(r.given_up for r in reports),
                 "skipped_locked": sum(1 for c in self.cleaned if c.outcome == "skipped-locked")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rqmaint.cli import render
+from rqmaint.cli import progress, render
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
     DEFAULT_LEASE,
@@ -24,7 +24,8 @@ from rqmaint.cli.options import (
     queue_names,
 )
 from rqmaint.cli.output import exit_code, exit_with
-from rqmaint.errors import ExitCode, Interrupted
+from rqmaint.cli.tables import escape
+from rqmaint.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +69,8 @@ def clean_cmd(
     them back on their queue instead.
 
     SIGTERM/SIGINT stop it at the next safe point (between RQ's steps and batches of abandoned
-    jobs), with every lock released: exit 130.
+    jobs), with every lock released: it reports what was done per queue, and exits 130; running it
+    again continues.
 
     Example: rqmaint clean default --requeue-abandoned --dry-run"""
     from rqmaint import clean, requeue, rqcompat, stopping
@@ -83,22 +85,39 @@ def clean_cmd(
     if requeue_abandoned:
         opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues)
 
-    def progress(name: str) -> None:
-        if not ctx.json:
-            ctx.out.info(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
-
-    with stopping.on_signals() as flag:
+    with stopping.on_signals() as flag, progress.for_run(ctx.json, "queues") as bars:
         if ctx.json:  # a forced stop (hanging user code) still leaves a JSON document on stdout
             flag.on_force(
                 lambda: ctx.out.emit_json(
-                    {"dry_run": dry_run, "stopped": flag.signal, "forced": True, "queues": []}
+                    {
+                        "dry_run": dry_run,
+                        "stopped": True,
+                        "stopped_by": flag.signal,
+                        "forced": True,
+                        "queues": [],
+                    }
                 )
             )
-        run = clean.clean_queues(client, names, opts, flag, progress)
+        bars.queues(len(names), "queues")
+        begun = 0
+
+        def on_queue(name: str) -> None:  # called as each queue begins: the one before is done
+            nonlocal begun
+            if begun:
+                bars.queue_done()
+            begun += 1
+            if not ctx.json:
+                bars.note(f"{'planning' if dry_run else 'cleaning'} queue {name!r}")
+            bars.start(f"{'plan' if dry_run else 'clean'} {escape(name, backslash=False)}", None)
+
+        run = clean.clean_queues(client, names, opts, flag, on_queue)
+        bars.finish()
+        if begun:
+            bars.queue_done()
     results = run.results
     code = exit_code([r.outcome for r in results], [r.requeue for r in results if r.requeue is not None])
-    render.clean_report(ctx.out, dry_run, results, run.stopped)
+    render.clean_report(ctx.out, dry_run, results, run.stopped, queues=len(names))
     if run.stopped is not None:
-        ctx.out.error_line(str(Interrupted(run.stopped)))
+        render.stopped(ctx.out, run.stopped, len(results), len(names))
         code = ExitCode.INTERRUPTED
     exit_with(code)

@@ -24,6 +24,7 @@ DEFAULT_TIMEOUT = 5.0  # rqmaint.connection.DEFAULT_TIMEOUT
 DEFAULT_LEASE = 60.0  # rqmaint.lock.DEFAULT_LEASE
 DEFAULT_MAX_REQUEUES = 3  # rqmaint.requeue.DEFAULT_MAX_REQUEUES
 DEFAULT_BATCH = 500  # rqmaint.requeue.DEFAULT_BATCH
+DEFAULT_JOB_MONITORING_INTERVAL = 30.0  # rqmaint.health.JOB_MONITORING_INTERVAL
 
 
 def finite(value: float | None) -> float | None:
@@ -153,5 +154,19 @@ PathOpt = Annotated[
         help="Directory appended to the import path (for callbacks and classes), as rq worker's -P; "
         "repeatable. Default: the current directory.",
         show_default=False,
+    ),
+]
+
+
+JobMonitoringIntervalOpt = Annotated[
+    float,
+    typer.Option(
+        "--job-monitoring-interval",
+        metavar="SECONDS",
+        help="Your RQ workers' job monitoring interval (RQ's default 30): a started job whose worker "
+        "has not heartbeated for twice this long is shown as stalled.",
+        min=1.0,
+        max=MAX_SECONDS,
+        callback=finite,
     ),
 ]

@@ -13,7 +13,7 @@ from rqmaint.cli.output import Output
 from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import audit, clean, eviction, lock, requeue, status, watch
+    from rqmaint import audit, clean, eviction, health, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 #: Outcomes of a queue that went as asked; any other is shown as a problem.
@@ -30,9 +30,13 @@ STATUS_PRIORITY = {
     "started": 8,
     "queued": 9,
     "abandoned": 10,
+    "stalled": 10,
+    "abandoned_in": 10,  # folds away unless a job is stalled, then it matters more than "queued"
 }
-#: Status counts that are a problem when not 0.
-STATUS_ALERTS = frozenset({"abandoned", "stalled"})
+#: Stalled jobs named under the watch dashboard (the rest are counted).
+STALLED_SHOWN = 5
+#: Status columns that are a problem when not 0 (nor none).
+STATUS_ALERTS = frozenset({"abandoned", "stalled", "abandoned_in"})
 
 
 def lock_text(info: lock.LockInfo) -> str:
@@ -82,48 +86,79 @@ def warn(o: Output, risk: eviction.EvictionRisk | None) -> None:
 
 
 def _status_names(stalled: bool) -> list[str]:
-    """RQ's registries, with rqmaint's "stalled" (:mod:`rqmaint.health`) next to "abandoned"."""
+    """RQ's registries, with rqmaint's "stalled" (:mod:`rqmaint.health`) and the time until the first
+    stalled job becomes abandoned next to "abandoned"."""
     from rqmaint.status import COUNTS
 
     if not stalled:
         return list(COUNTS)
     at = COUNTS.index("abandoned") + 1
-    return [*COUNTS[:at], "stalled", *COUNTS[at:]]
+    return [*COUNTS[:at], "stalled", "abandoned_in", *COUNTS[at:]]
 
 
 def status_columns(stalled: bool = False) -> list[Col]:
     return [
         Col("queue", KEY),
-        *(Col(c, COUNT, STATUS_PRIORITY.get(c, 5)) for c in _status_names(stalled)),
+        *(
+            Col(c, DURATION if c == "abandoned_in" else COUNT, STATUS_PRIORITY.get(c, 5))
+            for c in _status_names(stalled)
+        ),
         Col("lock", TEXT, 5, max_len=40),
     ]
 
 
-def status_rows(rows: list[status.QueueStatus], stalled: dict[str, int] | None = None) -> list[list[object]]:
-    """Table rows; with ``stalled`` (stalled jobs per queue name) a "stalled" column as well."""
+def status_rows(
+    rows: list[status.QueueStatus], healths: dict[str, health.QueueHealth] | None = None
+) -> list[list[object]]:
+    """Table rows; with ``healths`` (per queue name) the "stalled" and "abandoned_in" columns too."""
     from rqmaint.status import COUNTS
 
     out: list[list[object]] = []
     for r in rows:
-        counts = list(r.counts())
-        if stalled is not None:
+        counts: list[object] = list(r.counts())
+        if healths is not None:
+            h = healths.get(r.name)
             at = COUNTS.index("abandoned") + 1
-            counts = [*counts[:at], stalled.get(r.name, 0), *counts[at:]]
-        names = _status_names(stalled is not None)
+            soon = None if h is None or h.next_abandoned_in is None else max(0.0, h.next_abandoned_in)
+            counts = [*counts[:at], h.stalled if h else 0, soon, *counts[at:]]
+        names = _status_names(healths is not None)
         out.append(
             [
                 r.name,
-                *(_alert_if(c in STATUS_ALERTS and n > 0, n) for c, n in zip(names, counts, strict=True)),
+                *(
+                    _alert_if(c in STATUS_ALERTS and n is not None and n != 0, n)
+                    for c, n in zip(names, counts, strict=True)
+                ),
                 _alert_if(r.lock.no_expiry, lock_text(r.lock)),
             ]
         )
     return out
 
 
+def stalled_lines(o: Output, healths: list[health.QueueHealth]) -> None:
+    """Per queue with stalled jobs, one line on stderr: how long silent, when abandoned (a look only)."""
+    for h in healths:
+        if not h.stalled:
+            continue
+        count = f"{h.stalled}{'+' if h.stalled_truncated else ''}"
+        o.info(
+            f"queue {h.name!r}: {count} started job(s) stalled: their worker stopped heartbeating "
+            f"{duration(h.oldest_stalled_age)} ago; the first becomes abandoned in "
+            f"{duration(max(0.0, h.next_abandoned_in or 0.0))}, then rqmaint requeue-abandoned can put it "
+            "back (nothing is requeued before)"
+        )
+
+
 def status_table(
-    o: Output, rows: list[status.QueueStatus], rate_limits: list[status.RateLimitStatus] | None = None
+    o: Output,
+    rows: list[status.QueueStatus],
+    rate_limits: list[status.RateLimitStatus] | None = None,
+    healths: list[health.QueueHealth] | None = None,
 ) -> None:
-    o.table(STATUS_TITLE if o.terminal else None, status_columns(), status_rows(rows))
+    by_name = None if healths is None else {h.name: h for h in healths}
+    o.table(
+        STATUS_TITLE if o.terminal else None, status_columns(by_name is not None), status_rows(rows, by_name)
+    )
     if rate_limits:
         o.table(
             "RQ rate limits" if o.terminal else None,
@@ -143,6 +178,7 @@ def status_table(
                 f"RQ writes: {', '.join(repr(s) for s in unknown)} (written by a newer RQ?); rqmaint "
                 "leaves them alone"
             )
+    stalled_lines(o, healths or [])
     if not rows:
         no_queues(o)
 
@@ -199,11 +235,27 @@ def lock_outcome(o: Output, queue: str, outcome: str, holder: lock.LockInfo | No
 # -- clean ----------------------------------------------------------------------------------------
 
 
+def stopped_fields(stopped: str | None, queues: int | None) -> dict[str, object]:
+    """``"stopped": bool``, and when stopped ``"stopped_by"`` (the signal) and ``"queues_total"``: the
+    same in every report of a run that a signal can stop (requeue-abandoned, clean)."""
+    doc: dict[str, object] = {"stopped": stopped is not None}
+    if stopped is not None:
+        doc["stopped_by"] = stopped
+        doc["queues_total"] = queues
+    return doc
+
+
 def clean_report(
-    o: Output, dry_run: bool, results: list[clean.QueueClean], stopped: str | None = None
+    o: Output,
+    dry_run: bool,
+    results: list[clean.QueueClean],
+    stopped: str | None = None,
+    queues: int | None = None,
 ) -> None:
     if o.json_mode:
-        o.emit_json({"dry_run": dry_run, "stopped": stopped, "queues": [r.as_dict() for r in results]})
+        o.emit_json(
+            {"dry_run": dry_run, **stopped_fields(stopped, queues), "queues": [r.as_dict() for r in results]}
+        )
     else:
         o.table(
             _title(
@@ -282,12 +334,9 @@ def requeue_report(
     queues: int | None = None,
 ) -> None:
     if o.json_mode:
-        doc: dict[str, object] = {"dry_run": dry_run, "stopped": stopped is not None}
-        if stopped is not None:
-            doc["stopped_by"] = stopped
-            doc["queues_total"] = queues
-        doc["queues"] = [r.as_dict() for r in reports]
-        o.emit_json(doc)
+        o.emit_json(
+            {"dry_run": dry_run, **stopped_fields(stopped, queues), "queues": [r.as_dict() for r in reports]}
+        )
         return
     if dry_run:
         jobs = [j for r in reports for j in r.jobs]
@@ -393,7 +442,7 @@ def watch_summary(cycle: watch.Cycle) -> str:
         f"cycle {cycle.number} ok {cycle.duration:.3f}s queues={len(q)} queued={sum(x.queued for x in q)} "
         f"started={sum(x.started for x in q)} abandoned={sum(x.abandoned for x in q)} "
         f"stalled={sum(h.stalled for h in cycle.health)} "
-        f"failed={sum(x.failed for x in q)} workers={sum(x.workers for x in q)} "
+        f"failed={sum(x.failed for x in q)} workers={totals['workers']} "
         f"requeued={totals['requeued']} given_up={totals['given_up']} "
         f"skipped_locked={totals['skipped_locked']}"
     )
@@ -405,19 +454,24 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
     from rich.text import Text
 
     from rqmaint.cli import tables
+    from rqmaint.health import MAX_LISTED
 
     healths = {h.name: h for h in cycle.health}
     stalled: list[str] = []
     for q in cycle.queues:
         h = healths.get(q.name)
-        for j in (h.stalled_jobs if h else [])[: 5 - len(stalled)]:
+        for j in (h.stalled_jobs if h else [])[: STALLED_SHOWN - len(stalled)]:
             stalled.append(
-                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent {j.silent_for:.0f}s, "
-                f"abandoned in {max(0.0, j.abandoned_in):.0f}s)"
+                f"stalled: {q.name} job {j.job_id} (worker {j.worker or '?'} silent "
+                f"{duration(j.silent_for)}, abandoned in {duration(max(0.0, j.abandoned_in))})"
             )
-    counts = {q.name: (healths[q.name].stalled if q.name in healths else 0) for q in cycle.queues}
+    total = sum(h.stalled for h in cycle.health)
+    if len(stalled) < total:
+        stalled.append(
+            f"stalled jobs: {len(stalled)} of {total} shown (--json lists up to {MAX_LISTED} per queue)"
+        )
     table = tables.renderable(
-        f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, counts), width
+        f"rqmaint watch: {target}", status_columns(stalled=True), status_rows(cycle.queues, healths), width
     )
     mode = (
         "view only"

@@ -19,7 +19,7 @@ from typing import Any
 
 KEY = "key"  # a queue name or a job id: never cut, never dropped
 COUNT = "count"  # an int: right-aligned, folds away when 0 in every row
-DURATION = "duration"  # seconds: shown as 1m 30s
+DURATION = "duration"  # seconds: shown as 1m 30s; folds away when none in every row
 TEXT = "text"  # anything else: shortened past max_len
 
 MARK = "!"
@@ -139,7 +139,7 @@ def tsv(columns: Sequence[str | Col], rows: Sequence[Sequence[object]]) -> str:
 @dataclass
 class Layout:
     shown: list[int]  # indexes of the columns drawn, in order
-    zero: list[str]  # folded away: 0 in every row
+    zero: list[str]  # folded away: 0 (a count) or none (a duration) in every row
     dropped: list[str]  # left out for the width
     cells: list[list[str]]  # every row, every column (shown or not), as displayed
     widths: list[int]  # the width each column needs whole
@@ -163,7 +163,12 @@ def layout(cols: list[Col], rows: Sequence[Sequence[object]], width: int) -> Lay
     zero = [
         i
         for i, c in enumerate(cols)
-        if c.kind == COUNT and rows and all(_plain(r[i]) == 0 and not isinstance(r[i], Alert) for r in rows)
+        if rows
+        and not any(isinstance(r[i], Alert) for r in rows)
+        and (
+            (c.kind == COUNT and all(_plain(r[i]) == 0 for r in rows))
+            or (c.kind == DURATION and all(r[i] is None for r in rows))
+        )
     ]
     shown = [i for i in range(len(cols)) if i not in zero]
 
@@ -218,7 +223,7 @@ def renderable(
         table.add_row(*(Text(row[i], style="bold red" if isinstance(r[i], Alert) else "") for i in lay.shown))
     notes = []
     if lay.zero:
-        notes.append(f"0 in every row: {', '.join(lay.zero)}")
+        notes.append(f"0 or none in every row: {', '.join(lay.zero)}")
     if lay.dropped:
         notes.append(f"not shown at {width} columns: {', '.join(lay.dropped)} (--json has every field)")
     head = [Text(title, style="italic")] if title else []

@@ -14,11 +14,13 @@ import typer
 from rqmaint.cli import render, tables
 from rqmaint.cli.context import CliContext, command
 from rqmaint.cli.options import (
+    DEFAULT_JOB_MONITORING_INTERVAL,
     DEFAULT_LEASE,
     DEFAULT_MAX_REQUEUES,
     MAX_COUNT,
     MAX_SECONDS,
     JobClassOpt,
+    JobMonitoringIntervalOpt,
     LockTtlOpt,
     MaxRequeuesOpt,
     PathOpt,
@@ -79,18 +81,7 @@ def watch_cmd(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", metavar="HOST", help="Address the metrics server binds.")
     ] = "127.0.0.1",
-    job_monitoring_interval: Annotated[
-        float,
-        typer.Option(
-            "--job-monitoring-interval",
-            metavar="SECONDS",
-            help="Your RQ workers' job monitoring interval (RQ's default 30): a started job whose worker "
-            "has not heartbeated for twice this long is shown as stalled.",
-            min=1.0,
-            max=MAX_SECONDS,
-            callback=finite,
-        ),
-    ] = 30.0,
+    job_monitoring_interval: JobMonitoringIntervalOpt = DEFAULT_JOB_MONITORING_INTERVAL,
     max_cycles: Annotated[
         int | None,
         typer.Option(
@@ -129,10 +120,16 @@ def watch_cmd(
         raise typer.Exit(int(ExitCode.ERROR))  # --max-cycles ended on a cycle that could not reach Redis
 
 
-def _report(ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOptions) -> None:
+def _report(
+    ctx: CliContext, cycle: watch.Cycle, live: Any, opts: watch.WatchOptions, stopped_by: str | None = None
+) -> None:
     o = ctx.out
     if o.json_mode:
-        sys.stdout.write(json.dumps(cycle.as_dict(), separators=(",", ":")) + "\n")
+        doc = cycle.as_dict()
+        if cycle.stopped:  # the shape of requeue-abandoned's and clean's reports
+            at = list(doc).index("stopped") + 1
+            doc = dict([*list(doc.items())[:at], ("stopped_by", stopped_by), *list(doc.items())[at:]])
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
         sys.stdout.flush()
     elif live is not None:
         assert o.target is not None
@@ -193,7 +190,7 @@ def run(
             cycle = watcher.run_cycle()
             if metrics is not None:
                 metrics.observe(cycle)
-            _report(ctx, cycle, live, opts)
+            _report(ctx, cycle, live, opts, stopping.get("signal"))
             if cycle.stopped or (max_cycles is not None and watcher.cycles >= max_cycles):
                 return cycle.ok or cycle.stopped
             if watcher.sleep(cycle.next_in):

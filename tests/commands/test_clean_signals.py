@@ -122,9 +122,12 @@ def test_sigterm_during_clean_stops_at_the_next_step(client, abandon, server, tm
         # no job damaged
         assert proc.returncode == 130, text
         assert after <= AFTER_SIGNAL, f"{after} failure callbacks ran after SIGTERM:\n{text}"
-        (result,) = json.loads(out)["queues"]
+        doc = json.loads(out)
+        (result,) = doc["queues"]
         assert result["outcome"] in ("stopped", "cleaned"), result
+        assert (doc["stopped"], doc["stopped_by"], doc["queues_total"]) == (True, "SIGTERM", 1), doc
         assert "stopped by SIGTERM" in text and "Traceback" not in text, text
+        assert "running the same command again continues" in text, text
         assert not c.exists("rq:clean_registries:default")
         places = _check_every_job(c, ids)
         interrupted.append((result["outcome"], places["started"]))
@@ -157,7 +160,7 @@ def test_sigterm_stops_watch_clean_within_seconds(client, abandon, server, tmp_p
     assert proc.returncode == 0, text
     assert after <= AFTER_SIGNAL, f"{after} failure callbacks ran after SIGTERM:\n{text}"
     (cycle,) = [json.loads(line) for line in out.splitlines()]
-    assert cycle["stopped"] is True
+    assert (cycle["stopped"], cycle["stopped_by"]) == (True, "SIGTERM")
     assert not c.exists("rq:clean_registries:default")
     places = _check_every_job(c, ids)
     assert 0 < places["started"] < N, places  # interrupted mid-way
@@ -185,4 +188,36 @@ def test_a_hanging_handler_is_forced_to_stop_with_the_lock_released(client, redi
         f"rqmaint: error: stopped by SIGTERM (no safe point within {stopping.FORCE_AFTER:g}s): forced stop; "
         "every lock this run held was released"
     )
-    assert json.loads(out) == {"dry_run": False, "stopped": "SIGTERM", "forced": True, "queues": []}
+    assert json.loads(out) == {
+        "dry_run": False,
+        "stopped": True,
+        "stopped_by": "SIGTERM",
+        "forced": True,
+        "queues": [],
+    }
+
+
+def test_an_interrupted_clean_reports_what_it_did_and_running_again_continues(client, redis_url, tmp_path):
+    # Given two queues, the first with an abandoned entry whose exception handler sends SIGTERM to rqmaint
+    for q in ("first", "second"):
+        client.sadd("rq:queues", f"rq:queue:{q}")
+        client.zadd(f"rq:wip:{q}", {f"{q}-job:e1": 1})
+        client.hset(f"rq:job:{q}-job", mapping={"status": "started", "origin": q, "data": b"x"})
+    log = tmp_path / "stopped.log"
+    args = ("clean", "first", "second", "--exception-handler", "tests.core.hang:sigterm_self")
+    # When clean runs (table output) and the signal arrives while it cleans the first queue
+    proc = _spawn(redis_url, log, *args)
+    out, _ = proc.communicate(timeout=HANG)
+    text = log.read_text()
+    # Then it stops at the next safe point: exit 130, the first queue reported, the second not started,
+    # and one line says it stopped and that running again continues
+    assert proc.returncode == 130, text
+    rows = [line.split("\t")[:2] for line in out.splitlines()[1:]]
+    assert rows == [["first", "stopped"]] or rows == [["first", "cleaned"]], out
+    assert "stopped by SIGTERM at a safe point after 1 of 2 queue(s)" in text, text
+    assert text.rstrip().endswith("running the same command again continues"), text
+    assert not client.exists("rq:clean_registries:first") and client.zcard("rq:wip:second") == 1
+    # And running it again (the handler still signals) gets further: the second queue is cleaned
+    again = _spawn(redis_url, tmp_path / "again.log", *args)
+    out, _ = again.communicate(timeout=HANG)
+    assert "second\t" in out, (tmp_path / "again.log").read_text()

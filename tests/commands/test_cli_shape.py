@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.main import get_command
 
 import rqmaint.cli
-from rqmaint import connection, lock, requeue
+from rqmaint import connection, health, lock, requeue
 from rqmaint.cli import options
 from rqmaint.cli.context import GLOBAL_OPTIONS
 from rqmaint.cli.main import app
@@ -23,6 +23,7 @@ def test_cli_defaults_agree_with_the_core():
     assert options.DEFAULT_LEASE == lock.DEFAULT_LEASE
     assert options.DEFAULT_MAX_REQUEUES == requeue.DEFAULT_MAX_REQUEUES
     assert options.DEFAULT_BATCH == requeue.DEFAULT_BATCH
+    assert options.DEFAULT_JOB_MONITORING_INTERVAL == health.JOB_MONITORING_INTERVAL
 
 
 def test_every_command_takes_the_global_options_after_its_own():

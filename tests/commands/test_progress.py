@@ -88,3 +88,39 @@ def test_status_over_many_queues_shows_progress(client, redis_url):
     assert "reading 25 queues" in err
     code, _, err = _with_terminal_stderr(rqmaint_argv("status", "q1", "q2"), process_env(redis_url))
     assert code == 0 and "reading" not in err  # a few queues: over before a bar would help
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_clean_over_many_queues_shows_progress_on_a_terminal(client, redis_url, dry_run):
+    # Given 25 queues, each with an expired finished job
+    for i in range(25):
+        job = Queue(f"q{i}", connection=client).enqueue(jobs.add, 1, 1)
+        client.lrem(f"rq:queue:q{i}", 0, job.id)
+        client.zadd(f"rq:finished:q{i}", {job.id: 1})
+    argv = rqmaint_argv("clean", *(["--dry-run"] if dry_run else []))
+    # When clean runs with stderr on a terminal
+    code, out, err = _with_terminal_stderr(argv, process_env(redis_url, {"COLUMNS": "120"}))
+    # Then stderr has the bars: the queues counted, the queue being cleaned named
+    assert code == 0, err
+    assert "queues" in err and "/25" in err
+    assert f"{'plan' if dry_run else 'clean'} q" in err
+    assert "\x1b[" not in out and out.splitlines()[0].startswith("queue\t")  # stdout stays data
+
+
+def test_clean_shows_no_progress_off_a_terminal_or_with_json(client, redis_url):
+    for i in range(3):
+        Queue(f"q{i}", connection=client).enqueue(jobs.add, 1, 1)
+    plain = subprocess.run(
+        rqmaint_argv("clean", "--dry-run"),
+        env=process_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr.splitlines() == [f"planning queue 'q{i}'" for i in range(3)]
+    code, out, err = _with_terminal_stderr(
+        rqmaint_argv("clean", "--dry-run", "--json"), process_env(redis_url)
+    )
+    assert code == 0 and out.startswith("{")
+    assert err == ""  # --json: no bars, no lines

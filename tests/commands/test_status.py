@@ -10,6 +10,7 @@ from rq import Queue
 
 from tests import jobs
 from tests.support import age_abandoned, snapshot
+from tests.support.heartbeats import silence
 
 
 def _seed(client: redis.Redis) -> None:
@@ -128,14 +129,19 @@ def test_status_unknown_queue_is_usage_error(cli, client):
     assert result.stdout == ""
 
 
-def test_status_round_trips_do_not_grow_with_queues(client):
-    # Given 300 queues
-    from rqmaint import status
+def _round_trips(client: redis.Redis, n: int) -> int:
+    """Round trips of status's reads (registries and health) over ``n`` queues, each with a registered
+    worker whose hash is gone and a started entry in the stall window."""
+    from rqmaint import health, status
     from rqmaint.queues import resolve
 
-    for i in range(300):
+    client.flushdb()
+    now = int(time.time())
+    for i in range(n):
         client.sadd("rq:queues", f"rq:queue:q{i}")
         client.sadd(f"rq:workers:q{i}", f"rq:worker:w{i}")
+        client.zadd(f"rq:wip:q{i}", {f"j{i}:e{i}": now + 20})
+        client.hset(f"rq:job:j{i}", mapping={"worker_name": f"w{i}", "status": "started"})
     calls = []
 
     class CountingConnection(redis.Connection):
@@ -148,11 +154,101 @@ def test_status_round_trips_do_not_grow_with_queues(client):
     counting = redis.Redis(connection_pool=pool)
     counting.ping()
     calls.clear()
-    # When status is collected for all of them
-    rows = status.collect(counting, resolve(counting, None))
-    # Then it took a constant handful of round trips (SMEMBERS, the pipeline, the worker pipeline)
-    assert len(rows) == 300
-    assert len(calls) <= 3
+    names = resolve(counting, None)
+    rows = status.collect(counting, names)
+    healths = health.collect(counting, names)
+    assert len(rows) == len(healths) == n
+    assert sum(h.stalled for h in healths) == n  # every health read ran (all three round trips)
+    pool.disconnect()
+    return len(calls)
+
+
+def test_status_round_trips_do_not_grow_with_queues(client):
+    # Given 30, then 300 queues, each with a worker and a started entry whose worker is gone
+    # When status collects their registries and their health
+    few, many = _round_trips(client, 30), _round_trips(client, 300)
+    # Then it took the same handful of round trips (SMEMBERS of rq:queues, the registry pipeline, the
+    # worker pipeline, the three health pipelines)
+    assert few == many
+    assert many <= 6
+
+
+def test_status_shows_stalled_jobs_right_after_a_kill(cli, client, abandon):
+    # Given two real workers SIGKILLed mid-job (work horses too), silent for 65 s: their deadlines
+    # (heartbeat + 90 s) are still ~25 s ahead, so RQ does not see the jobs as abandoned yet
+    ab = abandon("default", 2)
+    silence(client, "default", 65, ab.worker_names)
+    before = snapshot(client)
+    # When status runs with --json
+    result = cli("status", "--json")
+    assert result.exit_code == 0, result.stderr
+    (q,) = json.loads(result.stdout)["queues"]
+    # Then both are stalled, not abandoned, with the time until they are (seconds)
+    assert (q["started"], q["abandoned"], q["stalled"]) == (2, 0, 2)
+    assert 0 < q["next_abandoned_in"] <= 26 and 65 <= q["oldest_stalled_age"] < 95
+    assert sorted(j["job_id"] for j in q["stalled_jobs"]) == sorted(ab.job_ids)
+    assert sorted(j["worker"] for j in q["stalled_jobs"]) == sorted(ab.worker_names)
+    assert list(q)[list(q).index("abandoned") + 1] == "stalled"  # next to "abandoned"
+    # And the table has them next to "abandoned", with the time until abandoned, and says so on stderr
+    table = cli("status")
+    assert table.exit_code == 0, table.stderr
+    header, row = (ln.split("\t") for ln in table.stdout.splitlines())
+    assert header[3:6] == ["abandoned", "stalled", "abandoned_in"]
+    assert row[3:5] == ["0", "2"] and 0 < float(row[5]) <= 26
+    assert "queue 'default': 2 started job(s) stalled: their worker stopped heartbeating 1m" in table.stderr
+    assert "becomes abandoned in " in table.stderr
+    # And on a terminal too
+    shown = cli("status", env={"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "0"})
+    assert "stalled" in shown.stdout and "abandoned in" in shown.stdout
+    # And for workers monitoring every 120 s (stalled after 240 s) they are not stalled yet
+    slow = cli("status", "--json", "--job-monitoring-interval", "120")
+    assert json.loads(slow.stdout)["queues"][0]["stalled"] == 0
+    # And a look only: nothing was written
+    assert snapshot(client) == before
+
+
+def test_worker_counts_are_of_distinct_workers(cli, client, spawn_worker):
+    # Given two real workers, each serving the same two queues
+    from tests.support import wait_for
+
+    for name in ("alpha", "beta"):
+        Queue(name, connection=client).enqueue(jobs.add, 1, 2)
+        client.set(f"rq:clean_registries:{name}", "1", ex=899)  # no start-up cleaning needed
+    workers = [spawn_worker(["alpha", "beta"]) for _ in range(2)]
+    wait_for(
+        lambda: all(client.scard(f"rq:workers:{q}") == 2 for q in ("alpha", "beta")),
+        timeout=20,
+        what="both workers registered on both queues",
+        diagnostics=lambda: "\n".join(w.log() for w in workers),
+    )
+    # When status and watch count them
+    doc = json.loads(cli("status", "--json", "alpha", "beta").stdout)
+    cycle = json.loads(cli("watch", "--max-cycles", "1", "--json", "-q", "alpha,beta").stdout)
+    line = cli("watch", "--max-cycles", "1", "-q", "alpha,beta").stdout
+    # Then each queue has 2, and the totals are 2 workers, not 4
+    assert [q["workers"] for q in doc["queues"]] == [2, 2]
+    assert doc["workers"] == 2
+    assert cycle["totals"]["workers"] == 2
+    assert " workers=2 " in line
+
+
+def test_worker_sets_larger_than_one_scan_are_read_whole(client):
+    # Given a queue whose worker set is far larger than one SSCAN's COUNT (a hash table, not a listpack)
+    from rqmaint import status
+
+    client.sadd("rq:queues", "rq:queue:big", "rq:queue:small")
+    names = [f"rq:worker:w{i}" for i in range(2 * status.WORKER_SCAN + 500)]
+    client.sadd("rq:workers:big", *names)
+    client.sadd("rq:workers:small", *names[:3])
+    with client.pipeline(transaction=False) as pipe:
+        for n in names:
+            pipe.hset(n, "birth", "2026-01-01T00:00:00.000000Z")
+        pipe.execute()
+    # When status collects
+    big, small = status.collect(client, ["big", "small"])
+    # Then every live worker is counted once, per queue and across them
+    assert (big.workers, small.workers, big.workers_truncated) == (len(names), 3, False)
+    assert status.distinct_workers([big, small]) == len(names)
 
 
 def test_status_counts_rq3_ready_registry_and_rate_limits(cli, client):

@@ -47,6 +47,8 @@ def _seed_status(client: redis.Redis) -> None:
         for registry in ("failed", "finished", "deferred", "scheduled", "canceled"):
             client.zadd(f"rq:{registry}:{name}", {f"j{i}": now + 1000})
         client.zadd(f"rq:wip:{name}", {f"w{i}:e": now - 5})  # abandoned: a problem
+        client.zadd(f"rq:wip:{name}", {f"s{i}:e": now + 20})  # stalled: its worker's hash is gone
+        client.hset(f"rq:job:s{i}", mapping={"status": "started", "worker_name": f"gone{i}"})
     client.set(f"rq:clean_registries:{HOSTILE[0]}", "x" * 1_000_000)  # no expiry, 1 MB
     client.set(f"rq:clean_registries:{HOSTILE[2]}", "1", ex=899)
 
@@ -58,6 +60,8 @@ def test_status_and_lock_tables(cli, client, width):
     assert result.exit_code == 0, result.stderr
     _whole(out, *HOSTILE)
     assert "RQ registries" in out and "! 1" in out  # abandoned stands out
+    assert "stalled" in out and "abandoned" in out  # stalled next to it, kept at 80 columns too
+    assert re.search(r"│ +! 1 │ +! 1 │ +! (1\d|20|21)s │", out), out  # abandoned, stalled, abandoned in
     if width == 80:
         assert "not shown at 80 columns:" in out
     else:
@@ -151,6 +155,12 @@ def test_zero_columns_fold_and_low_priority_columns_go_first():
     assert lay.zero == []  # a marked 0 is a problem, never folded away
     lay = layout(cols, [["q" * 60, 5, 0, Alert("m" * 30)]], 80)
     assert lay.dropped == ["big"]  # a column showing a problem is dropped last
+
+
+def test_duration_columns_without_a_value_fold_too():
+    cols = [Col("queue", "key"), Col("stalled", "count"), Col("abandoned_in", "duration"), Col("n", "count")]
+    assert layout(cols, [["q", 0, None, 1], ["r", 0, None, 2]], 80).zero == ["stalled", "abandoned_in"]
+    assert layout(cols, [["q", 1, 25.0, 1], ["r", 0, None, 2]], 80).zero == []
 
 
 def test_tab_separated_values_are_escaped():

@@ -305,12 +305,32 @@ def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
     shown = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1"})
     assert shown.exit_code == 0, shown.stderr
     lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout).splitlines()  # without ANSI codes
-    header = next(x for x in lines if "queued" in x and "┃" in x)
-    columns = [c.strip() for c in header.split("┃")[1:6]]
-    assert columns == ["queue", "queued", "started", "abandoned", "stalled"]
+    header = next(x for x in lines if "stalled" in x and "┃" in x)
+    columns = [c.strip() for c in header.split("┃")[1:5]]
+    assert columns == ["queue", "started", "stalled", "abandoned in"]  # the zero columns fold away
+    row = next(x for x in lines if x.startswith("│ default "))
+    assert re.search(r"│ +! 1 │ +! \d+s │", row)  # stalled, then its time to abandoned: problems, marked
     line = next(x for x in lines if x.startswith("stalled: "))
     assert f"default job {ab.job_ids[0]} (worker {ab.worker_names[0]} silent " in line
     assert re.search(r"abandoned in \d+s\)$", line)
     # And the line per cycle off a terminal counts it
     plain = cli("watch", "--max-cycles", "1")
     assert " abandoned=0 stalled=1 " in plain.stdout
+
+
+def test_the_dashboard_says_how_many_stalled_jobs_it_names(cli, client):
+    # Given 7 started jobs, deadlines ahead, whose worker's hash is gone (it stopped heartbeating)
+    now = int(time.time())
+    client.sadd("rq:queues", "rq:queue:default")
+    for i in range(7):
+        client.zadd("rq:wip:default", {f"job{i}:e{i}": now + 20})
+        client.hset(f"rq:job:job{i}", mapping={"status": "started", "worker_name": "gone"})
+    # When the dashboard shows them
+    shown = cli("watch", "--max-cycles", "1", env={"TTY_COMPATIBLE": "1", "COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.stderr
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.stdout).splitlines()
+    # Then it names 5, says "5 of 7 shown", and durations read as everywhere else
+    named = [x for x in lines if x.startswith("stalled: default job ")]
+    assert len(set(named)) == 5, lines
+    assert any(x.startswith("stalled jobs: 5 of 7 shown") for x in lines), lines
+    assert all(re.search(r", abandoned in (\d+s|\d+m( \d+s)?)\)$", x) for x in named), named
