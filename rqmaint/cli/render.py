@@ -291,6 +291,9 @@ def clean_report(
                 for r in results
             ],
         )
+        for r in results:
+            if r.plan.sampled:
+                o.info(plan_sample_line(r.queue, r.plan))
     for r in results:
         lock_outcome(o, r.queue, r.outcome, r.holder)
         if r.error:
@@ -303,6 +306,20 @@ def clean_report(
             "instead"
             + ("" if dry_run else ", and rqmaint requeue-abandoned --include-failed can take these back")
         )
+
+
+def plan_sample_line(queue: str, p: clean.CleanPlan) -> str:
+    """The line saying a queue's plan counts are a sample (the registries were too big to classify)."""
+    parts = [
+        f"{checked} of {total} {what}"
+        for checked, total, what in (
+            (p.started_checked, p.started_expired, "expired started entries"),
+            (p.workers_checked, p.workers_total, "worker names"),
+            (p.intermediate_checked, p.intermediate_total, "intermediate entries"),
+        )
+        if checked < total
+    ]
+    return f"queue {queue}: counts classify a sample: " + ", ".join(parts) + " (bounded reads)"
 
 
 # -- requeue-abandoned ----------------------------------------------------------------------------

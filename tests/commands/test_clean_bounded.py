@@ -92,3 +92,12 @@ def test_small_plan_is_not_sampled(cli, client):
     p = q["plan"]
     assert p["sampled"] is False and p["abandoned_ids"] == ["gone"]
     assert (p["started_expired"], p["started_checked"], p["abandoned_missing"]) == (1, 1, 1)
+
+
+def test_table_says_the_counts_are_a_sample(cli, client):
+    now = int(time.time())
+    client.zadd("rq:wip:default", {f"gone-{i}:e": now - 100 for i in range(clean.PLAN_SAMPLE + 5)})
+    client.sadd("rq:queues", "rq:queue:default")
+    result = cli("clean", "--dry-run", "default")
+    assert result.exit_code == 0, result.stderr
+    assert f"{clean.PLAN_SAMPLE} of {clean.PLAN_SAMPLE + 5} expired started entries" in result.stderr
