@@ -408,10 +408,13 @@ def _rq_failed(client: redis.Redis, queue: str, step: str, what: str, exc: Excep
     with contextlib.suppress(redis.RedisError):
         ids: list[str] = []
         if step == "started":
-            members = cast(list[bytes], client.zrangebyscore(keys.started(queue), 0, time.time()))
+            members = cast(
+                list[bytes], client.zrangebyscore(keys.started(queue), 0, time.time(), start=0, num=PLAN_PAGE)
+            )
             ids = [_job_id(decode(m) or "") for m in members]
         elif step == "intermediate":
-            ids = [decode(m) or "" for m in cast(list[bytes], client.lrange(keys.intermediate(queue), 0, -1))]
+            head = cast(list[bytes], client.lrange(keys.intermediate(queue), 0, INTERMEDIATE_HEAD - 1))
+            ids = [decode(m) or "" for m in head]
         odd = rqcompat.unknown_statuses(client, list(dict.fromkeys(ids)))
         suspects = [f"{j} (status {s!r})" for j, s in list(odd.items())[:10]]
     hint = (
