@@ -199,3 +199,8 @@ def requeued(queue: str) -> str:
 def audit() -> str:
     """rqmaint's audit trail: a capped stream of every change rqmaint made to RQ's data."""
     return f"{own_prefix()}audit"
+
+
+def requeue_calls(queue: str) -> str:
+    """rqmaint's record of what each requeue call of ``queue`` wrote (read back after a lost reply)."""
+    return f"{own_prefix()}calls:{queue}"
