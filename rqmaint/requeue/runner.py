@@ -135,6 +135,15 @@ class Requeuer:
                 line = JobLine(job_id, self.queue, source, action_of(outcome), None, _iso(since), None, 0)
                 self._listed.append((line, job_id))
 
+    def _key_ok(self, key: str, wanted: str) -> bool:
+        """A registry or list the runner reads itself has its type (or does not exist); else the queue
+        gets a wrong_type problem and that part of the run is skipped (the rest goes on)."""
+        kind = decode(cast(bytes, self.client.type(key))) or "none"
+        if kind in ("none", wanted):
+            return True
+        self.report.record(Outcome.WRONG_TYPE, "", key)
+        return False
+
     @staticmethod
     def _stayed(result: bindings.CallResult) -> int:
         return sum(1 for o, _, _, _ in result.outcomes if o in STAYS)
@@ -195,6 +204,8 @@ class Requeuer:
 
     def _run_intermediate(self) -> None:
         key = keys.intermediate(self.queue)
+        if not self._key_ok(key, "list"):
+            return
         offset = 0
         while (room := self._room()) > 0:
             ids = cast(list[bytes], self.client.lrange(key, offset, offset + room - 1))
@@ -235,6 +246,8 @@ class Requeuer:
         """The failed registry, in ZSCAN steps (bounded work per command, however many entries)."""
         cursor = 0
         key = keys.failed(self.queue)
+        if not self._key_ok(key, "zset"):
+            return
         while True:
             if self._room() <= 0:
                 return
@@ -268,14 +281,12 @@ class Requeuer:
 
     def reconcile_recent(self) -> None:
         """The start of a run: forget ledger entries past the window, then re-check the rest."""
-        ledger = keys.requeued(self.queue)
-        if self.client.type(ledger) not in (b"zset", b"none", "zset", "none"):
-            self.report.record(Outcome.WRONG_TYPE, "", ledger)
+        ledger, calls = keys.requeued(self.queue), keys.requeue_calls(self.queue)
+        if not self._key_ok(ledger, "zset") or not self._key_ok(calls, "zset"):
             return
         if not self.opts.dry_run:
             self._trim(ledger)
-            if self.client.type(keys.requeue_calls(self.queue)) in (b"zset", "zset"):
-                self._trim(keys.requeue_calls(self.queue))
+            self._trim(calls)
         start = 0
         while True:
             chunk = cast(list[bytes], self.client.zrange(ledger, start, start + RECONCILE_CHUNK - 1))
@@ -318,9 +329,12 @@ def explain_job(
     members = []
     if client.zscore(keys.started(queue), job_id) is not None:
         members.append(job_id)
-    for exec_id in cast(list[bytes], client.zrange(keys.executions(job_id), 0, -1)):
-        member = f"{job_id}:{decode(exec_id)}"
-        if client.zscore(keys.started(queue), member) is not None:
+    # "<id>:<execution>" entries (the executions index may have expired already): ZSCAN steps of
+    # bounded size, each a short command, through the registry
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in job_id) + ":*"
+    for member_raw, _score in client.zscan_iter(keys.started(queue), match=pattern, count=1000):
+        member = decode(cast(bytes, member_raw)) or ""
+        if member.rsplit(":", 1)[0] == job_id:
             members.append(member)
     if members:
         r._call("started", ["members", *members], "started")
