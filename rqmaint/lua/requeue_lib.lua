@@ -90,7 +90,8 @@ local function write(...)
     return redis.call(...)
 end
 
--- What this call wrote, for the runner to read back when the reply is lost (exact reports).
+-- What this call wrote, for the runner to read back when the reply is lost (exact reports). Requeues
+-- are not recorded here: the ledger holds them under the call's score already.
 local recorded = false
 local function record(outcome, id, detail)
     recorded = true
@@ -116,6 +117,14 @@ local function is_type(key, wanted, shared)
     return t == 'none' or t == wanted
 end
 
+-- A read that also checks its key's type: the reply, or nil and true when the key has the wrong type
+-- (a read of a wrong-typed key errors; caught here, before the job's first write).
+local function read(...)
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then return nil, true end
+    return r, false
+end
+
 -- The first key of ``checks`` ({key, type, shared} triples) of the wrong type, or nil.
 local function wrong_key(checks)
     for _, c in ipairs(checks) do
@@ -125,8 +134,9 @@ local function wrong_key(checks)
 end
 
 -- A started member: RQ >= 2.0 writes "<job_id>:<execution_id>" (execution ids have no colon), RQ 1.16
--- the plain job id, which before RQ 2.1 may itself contain colons ("tenant:42"). So a member that is
--- a job's id (its hash exists) is a plain member; otherwise it splits at its last colon.
+-- the plain job id, which before RQ 2.1 may itself contain colons ("tenant:42"). split() cuts at the
+-- last colon; the caller takes the whole member as a plain id when that job does not exist and the
+-- whole member's does (see requeue_started.lua), so no such job is ever dropped.
 local function split(member)
     local pos = nil
     local from = 1
@@ -136,7 +146,6 @@ local function split(member)
         pos, from = p, p + 1
     end
     if not pos then return member, '' end
-    if redis.call('EXISTS', k_job(member)) == 1 then return member, '' end
     return string.sub(member, 1, pos - 1), string.sub(member, pos + 1)
 end
 
@@ -158,9 +167,11 @@ local function int_or(value, default)
     return math.floor(num_or(value, default))
 end
 
--- The abandonment counter: absent (0), or an integer INCR accepts; false for anything else.
+-- The abandonment counter: absent (0), or an integer INCR accepts; false for anything else (another
+-- type, or text that is not an integer).
 local function counter_value(id)
-    local raw = redis.call('GET', k_abandons(id))
+    local raw, bad = read('GET', k_abandons(id))
+    if bad then return false end
     if not raw then return 0 end
     local n = tonumber(raw)
     if n == nil or string.find(raw, '^%-?%d+$') == nil or n >= 1e15 or n <= -1e15 then return false end
@@ -175,18 +186,21 @@ local function job_fields(jkey)
     return redis.call('HMGET', jkey, unpack(JOB_FIELDS))
 end
 
--- The keys a settle (requeue or give up) of ``id`` to ``origin`` writes, with the type each must have.
+-- The keys a settle (requeue or give up) of ``id`` to ``origin`` writes with a type-bound command,
+-- with the type each must have (the counter is checked by counter_value, the results stream by
+-- give_up_check; the dependency sets only get EXPIRE/PERSIST, which work on any type).
 local function settle_checks(id, origin)
-    local d1, d2 = k_deps(id)
     return {
-        {k_abandons(id), 'string', false},
-        {k_results(id), 'stream', false},
         {k_queue(origin), 'list', true},
         {k_inter(origin), 'list', true},
         {k_failed(origin), 'zset', true},
-        {d1, 'set', false},
-        {d2, 'set', false},
     }
+end
+
+-- Giving up writes the results stream (XADD): its type, when this abandonment is past the limit.
+local function give_up_check(id, count)
+    if count + 1 > max_requeues and not is_type(k_results(id), 'stream', false) then return k_results(id) end
+    return nil
 end
 
 -- The job's origin, or nil plus an outcome when it cannot be requeued there.
@@ -218,11 +232,10 @@ end
 -- Is a live worker busy with this job? Only a worker whose hash exists, carries no death mark and
 -- says it works on this job (current_job, RQ <= 2.x; or its executions set, RQ 3.0) counts.
 -- Returns live, and the worker's current_job (false when its hash is gone). Types checked before.
-local function live_worker(id, member, wname)
+-- ``w``: the worker hash's death, current_job, state (HMGET: all nil when the hash is gone).
+local function live_worker(id, member, wname, w)
     if not wname or wname == '' then return false, false end
     local wkey = k_worker(wname)
-    if redis.call('EXISTS', wkey) == 0 then return false, false end
-    local w = redis.call('HMGET', wkey, 'death', 'current_job', 'state')
     local death, current, state = w[1], w[2], w[3]
     if death then return false, current end
     if current then return current == id, current end
@@ -234,9 +247,12 @@ end
 
 -- The job's other started entries in ``wip``, through its executions: true if one is still current
 -- (its deadline ahead: that execution may be running), else the overdue ones to remove with it.
+-- A third value true: the index has the wrong type (nothing read).
 local function other_entries(wip, id, member)
     local overdue = {}
-    for _, exec in ipairs(redis.call('ZRANGE', k_execs(id), 0, -1)) do
+    local execs, bad = read('ZRANGE', k_execs(id), 0, -1)
+    if bad then return false, overdue, true end
+    for _, exec in ipairs(execs) do
         local other = id .. ':' .. exec
         if other ~= member then
             local score = redis.call('ZSCORE', wip, other)
@@ -345,7 +361,7 @@ local function settle(id, jkey, origin, f, count, since)
         requeue(id, jkey, origin, f)
         requeued_n = requeued_n + 1
         emit('requeued', id, count, since)
-        record('requeued', id, '')
+        recorded = true
     end
 end
 
@@ -442,12 +458,11 @@ local function reconcile(entry)
     end
     if not valid_id(id) then return end
     local jkey = k_job(id)
-    if not is_type(jkey, 'hash', false) or not is_type(k_execs(id), 'zset', false) then
+    local f, bad_f = read('HMGET', jkey, 'status', 'retries_left', 'origin')
+    if bad_f then
         emit('wrong_type', id, jkey)
         return
     end
-    local actions = {}
-    local f = redis.call('HMGET', jkey, 'status', 'retries_left', 'origin')
     local status, retries_now = f[1], f[2] or ''
     local origin = f[3]
     if not origin or origin == '' then origin = qname end
@@ -458,6 +473,15 @@ local function reconcile(entry)
         emit('wrong_type', id, bad)
         return
     end
+    -- The common case, two reads: still queued with the same retries_left and not in the failed
+    -- registry. A lost race's EXEC writes status failed (failure path) or scheduled, or changes
+    -- retries_left (retry path); a worker that took the job since wrote started/finished/failed.
+    if status == 'queued' and retries_now == retries_then and not redis.call('ZSCORE', fkey, id) then return end
+    if not is_type(k_execs(id), 'zset', false) then
+        emit('wrong_type', id, k_execs(id))
+        return
+    end
+    local actions = {}
     local queued_times, in_tail = nil, 0
     local function in_queue()  -- a lower bound on a long list: a repair is only made on what was seen
         if queued_times == nil then queued_times, in_tail = copies_on(own_queue, id) end
@@ -499,13 +523,16 @@ local function reconcile(entry)
 end
 
 -- The work budget: a call stops after BUDGET_US microseconds of its own work (checked before each
--- member, so the longest call is the budget plus one job's work, itself bounded: no list scans) and
+-- 4th member, so the longest call is the budget plus four jobs' work, itself bounded: no list scans) and
 -- says "more"; the caller goes on with the next call. 4 ms keeps every call well under 10 ms, so RQ's
 -- workers and clients wait at most a few milliseconds behind rqmaint, while a call still handles
 -- hundreds of jobs (about 10 us each).
 local BUDGET_US = 4000
 local t0 = redis.call('TIME')
+local budget_checks = 0
 local function over_budget()
+    budget_checks = budget_checks + 1
+    if budget_checks % 4 ~= 0 then return false end  -- the clock is read every 4th member
     local t = redis.call('TIME')
     return (tonumber(t[1]) - tonumber(t0[1])) * 1000000 + (tonumber(t[2]) - tonumber(t0[2])) >= BUDGET_US
 end
@@ -524,6 +551,17 @@ local function begin(checks)
         return false
     end
     if not DRY then
+        -- the earlier send's requeues: its ledger entries (scored by this call), unless reconciled
+        for _, entry in ipairs(redis.call('ZRANGEBYSCORE', LEDGER, call_score, call_score)) do
+            local id = string.match(entry, '^[^|]*')
+            if not moved[id] then
+                resent = resent + 1
+                resent_removed = resent_removed + 1
+                moved[id] = true
+                requeued_n = requeued_n + 1
+                emit('requeued', id, '')
+            end
+        end
         local head = call_id .. '|'
         for _, m in ipairs(redis.call('ZRANGEBYSCORE', CALLS, call_score, call_score)) do
             if string.sub(m, 1, #head) == head then
@@ -533,7 +571,6 @@ local function begin(checks)
                 local outcome, id, detail = string.sub(rest, 1, a - 1), string.sub(rest, a + 1, b - 1), string.sub(rest, b + 1)
                 resent = resent + 1
                 moved[id] = true
-                if outcome == 'requeued' then requeued_n = requeued_n + 1 end
                 if outcome ~= 'reconciled' then resent_removed = resent_removed + 1 end
                 emit(outcome, id, detail)
             end

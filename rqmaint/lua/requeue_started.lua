@@ -38,27 +38,35 @@ for _, member in ipairs(members) do
     scanned = scanned + 1
     local score = redis.call('ZSCORE', WIP, member)
     local id, exec = split(member)
-    local jkey = k_job(id)
     if not score then
         emit('gone', member)
     elseif tonumber(score) > now then
         emit('not_due', member, '', score)
-    elseif not valid_id(id) then
-        emit('malformed', member, '', score)
-    elseif moved[id] then
-        -- another entry of a job this call already settled or found queued: removed with its
-        -- execution keys (DEL and ZREM of a non-zset index cannot fail: the type is checked first)
-        write('ZREM', WIP, member)
-        if exec ~= '' then
-            write('DEL', k_exec(id, exec))
-            if is_type(k_execs(id), 'zset', false) then write('ZREM', k_execs(id), exec) end
-        end
     else
-        local bad = wrong_key({{jkey, 'hash', false}, {k_execs(id), 'zset', false}})
-        if not bad and exec ~= '' then bad = wrong_key({{k_exec(id, exec), 'hash', false}}) end
-        local f = (not bad) and job_fields(jkey) or {}
-        local status = f[F_STATUS]
-        if bad then
+        -- Reads first, each checking its key's type (read()); then the write-only keys' types; the
+        -- first write comes after all of them.
+        local jkey = k_job(id)
+        local f, bad_f = read('HMGET', jkey, unpack(JOB_FIELDS))
+        local bad = bad_f and jkey or nil
+        if not bad and not f[F_STATUS] and exec ~= '' and redis.call('EXISTS', jkey) == 0
+            and redis.call('EXISTS', k_job(member)) == 1 then
+            -- RQ 1.16's plain member of an id with a colon ("tenant:42"): that job, not "tenant"
+            id, exec, jkey = member, '', k_job(member)
+            f, bad_f = read('HMGET', jkey, unpack(JOB_FIELDS))
+            if bad_f then bad = jkey end
+        end
+        local status = f and f[F_STATUS]
+        if not valid_id(id) then
+            emit('malformed', member, '', score)
+        elseif moved[id] then
+            -- another entry of a job this call already settled or found queued: removed with its
+            -- execution keys (DEL works on any type; the index is ZREMed only when it is a zset)
+            write('ZREM', WIP, member)
+            if exec ~= '' then
+                write('DEL', k_exec(id, exec))
+                if is_type(k_execs(id), 'zset', false) then write('ZREM', k_execs(id), exec) end
+            end
+        elseif bad then
             emit('wrong_type', id, bad, score)
         elseif not status and redis.call('EXISTS', jkey) == 0 then
             emit('missing_job', id, '', score)
@@ -67,47 +75,63 @@ for _, member in ipairs(members) do
         else
             local origin, why = origin_of(f[F_ORIGIN])
             local wname = false
-            if exec ~= '' then wname = redis.call('HGET', k_exec(id, exec), 'worker_name') end
+            if origin and exec ~= '' then
+                local w, bad_w = read('HGET', k_exec(id, exec), 'worker_name')
+                if bad_w then bad = k_exec(id, exec) else wname = w end
+            end
             if not wname or wname == '' then wname = f[F_WORKER] end
-            if origin and wname and wname ~= '' then
-                bad = wrong_key({{k_worker(wname), 'hash', false}, {k_worker(wname) .. ':executions', 'set', false}})
+            local wfields = {}
+            if origin and not bad and wname and wname ~= '' then
+                local w, bad_w = read('HMGET', k_worker(wname), 'death', 'current_job', 'state')
+                if bad_w then
+                    bad = k_worker(wname)
+                else
+                    wfields = w
+                    local needs_set = exec ~= '' or (not w[1] and not w[2] and w[3] == 'busy')
+                    if needs_set and not is_type(k_worker(wname) .. ':executions', 'set', false) then
+                        bad = k_worker(wname) .. ':executions'
+                    end
+                end
+            end
+            local busy, overdue = false, {}
+            if origin and not bad then
+                local bad_x
+                busy, overdue, bad_x = other_entries(WIP, id, member)
+                if bad_x then bad = k_execs(id) end
             end
             if origin and not bad then bad = wrong_key(settle_checks(id, origin)) end
             local count = 0
             if origin and not bad then
                 count = counter_value(id)
-                if count == false then bad = k_abandons(id) end
+                if count == false then bad = k_abandons(id) else bad = give_up_check(id, count) end
             end
             local live, current = false, false
-            if origin and not bad then live, current = live_worker(id, member, wname) end
+            if origin and not bad then live, current = live_worker(id, member, wname, wfields) end
             if not origin then
                 emit(why, id, '', score)
             elseif bad then
                 emit('wrong_type', id, bad, score)
             elseif live then
                 emit('live_worker', id, wname, score)
+            elseif busy then
+                emit('in_started', id, '', score)  -- another execution of it may still be running
             else
-                local busy, overdue = other_entries(WIP, id, member)
-                if busy then
-                    emit('in_started', id, '', score)  -- another execution of it may still be running
+                local queued = queued_on(origin, id, status, f[F_RETRIES])
+                if queued == nil then
+                    emit('unverified', id, '', score)  -- marked queued on a huge queue: left, never pushed twice
                 else
-                    local queued = queued_on(origin, id, status, f[F_RETRIES])
-                    if queued == nil then
-                        emit('unverified', id, '', score)  -- marked queued on a huge queue: left, never pushed twice
+                    -- the first write of this job: every check is behind us
+                    for _, other in ipairs(overdue) do
+                        clear_execution(WIP, id, id .. ':' .. other, other, false, origin, false)
+                    end
+                    clear_execution(WIP, id, member, exec, wname, origin, current)
+                    if queued then
+                        -- already back on its queue (someone requeued it and left the entry): never twice
+                        moved[id] = true
+                        emit('already_queued', id, '', score)
+                        record('already_queued', id, '')
                     else
-                        -- the first write of this job: every check is behind us
-                        for _, other in ipairs(overdue) do
-                            clear_execution(WIP, id, id .. ':' .. other, other, false, origin, false)
-                        end
-                        clear_execution(WIP, id, member, exec, wname, origin, current)
-                        if queued then
-                            -- already back on its queue (someone requeued it and left the entry): never twice
-                            moved[id] = true
-                            emit('already_queued', id, '', score)
-                            record('already_queued', id, '')
-                        else
-                            settle(id, jkey, origin, f, count, score)
-                        end
+                        settle(id, jkey, origin, f, count, score)
                     end
                 end
             end
