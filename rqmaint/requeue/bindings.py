@@ -110,6 +110,23 @@ def parse_reply(raw: Any) -> CallResult:
     )
 
 
+def scan_failed(
+    client: redis.Redis, args: CallArgs, cursor: int, count: int
+) -> tuple[int, list[tuple[bytes, str, bytes, bytes]]]:
+    """One ZSCAN step of the failed registry inside the failed-mode script: the next cursor, and the
+    failed jobs whose newest failure record is short enough to be an abandonment: (id, kind "s"/"h",
+    stream entry id, record)."""
+    raw = scripts.run_requeue(
+        client, "failed", script_keys(args.queue), args.argv(["scan", cursor, count]), dry_run=args.dry_run
+    )
+    items = list(raw[1:])
+    found = [
+        (bytes(items[i]), bytes(items[i + 1]).decode(), bytes(items[i + 2]), bytes(items[i + 3]))
+        for i in range(0, len(items), 4)
+    ]
+    return int(raw[0]), found
+
+
 def call(client: redis.Redis, mode: str, args: CallArgs, tail: list[Any]) -> CallResult:
     """One atomic, budgeted call of the script of ``mode``."""
     raw = scripts.run_requeue(client, mode, script_keys(args.queue), args.argv(tail), dry_run=args.dry_run)

@@ -20,7 +20,7 @@ import redis
 from rqmaint import keys, lock, scripts
 from rqmaint.lock import decode
 from rqmaint.requeue import bindings
-from rqmaint.requeue.abandoned import abandoned_marker
+from rqmaint.requeue.abandoned import abandoned_marker, decode_failure, failure_text_is_abandonment
 from rqmaint.requeue.outcome import SETTLED, STAYS, Outcome
 from rqmaint.requeue.report import MAX_LISTED, JobLine, QueueRequeue, action_of
 
@@ -28,6 +28,7 @@ DEFAULT_MAX_REQUEUES = 3
 DEFAULT_BATCH = 500
 RECONCILE_WINDOW = 900  # seconds a requeue stays in the ledger <own>requeued:<queue> (RQ's lock: 899)
 RECONCILE_CHUNK = 500  # ledger entries read per round trip at the start of a run
+FAILED_SCAN = 200  # failed-registry entries per ZSCAN step (each step: two reads per entry, in Lua)
 TRIM_CHUNK = 1000  # expired ledger entries removed per command (bounded, however large the ledger)
 
 
@@ -96,21 +97,7 @@ class Requeuer:
         return self.now + (time.monotonic() - self._t0)
 
     def _call(self, mode: str, tail: list[Any], source: str) -> bindings.CallResult:
-        self._seq += 1
-        self._score = max(self._clock(), self._score + 1e-6)
-        args = bindings.CallArgs(
-            queue=self.queue,
-            now=self.now,
-            enqueued_at=bindings.rq_time(self._clock()),
-            dry_run=self.opts.dry_run,
-            at_front=self.opts.at_front,
-            max_requeues=self.opts.max_requeues,
-            reasons=self._reasons,
-            call_id=f"{self._token}.{self._seq}",
-            score=self._score,
-            previous_score=self._last_score,
-        )
-        result = bindings.call(self.client, mode, args, tail)
+        result = bindings.call(self.client, mode, self._args(), tail)
         if self.opts.dry_run:
             self.report.read_only_guarantee = scripts.read_only_supported(self.client)
         requeued = any(o is Outcome.REQUEUED for o, _, _, _ in result.outcomes)
@@ -188,13 +175,16 @@ class Requeuer:
             if result.scanned < room and not result.more:
                 return
 
-    def _budgeted(self, mode: str, items: list[Any], source: str, per_item: int = 1) -> bindings.CallResult:
-        """Send ``items`` to the script, again and again from where each call's budget stopped it; the
-        outcomes of every call together."""
+    def _budgeted(
+        self, mode: str, items: list[Any], source: str, per_item: int = 1, head: int = 0
+    ) -> bindings.CallResult:
+        """Send ``items`` (after ``head`` fixed arguments) to the script, again and again from where each
+        call's budget stopped it; the outcomes of every call together."""
+        fixed, items = items[:head], items[head:]
         total = bindings.CallResult()
         while items:
             self.checkpoint()
-            result = self._call(mode, items, source)
+            result = self._call(mode, fixed + items, source)
             total.outcomes += result.outcomes
             total.scanned += result.scanned
             if not result.more:
@@ -218,53 +208,60 @@ class Requeuer:
             if len(ids) < room:
                 return
 
-    def _failed_candidates(self, ids: list[bytes]) -> list[tuple[bytes, str]]:
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            jid = decode(job_id) or ""
-            pipe.hmget(keys.job(jid), ["status", "exc_info"])
-            pipe.xrevrange(keys.results(jid), "+", "-", count=1)
-        replies = pipe.execute(raise_on_error=False)
+    def _args(self) -> bindings.CallArgs:
+        self._seq += 1
+        self._score = max(self._clock(), self._score + 1e-6)
+        return bindings.CallArgs(
+            queue=self.queue,
+            now=self.now,
+            enqueued_at=bindings.rq_time(self._clock()),
+            dry_run=self.opts.dry_run,
+            at_front=self.opts.at_front,
+            max_requeues=self.opts.max_requeues,
+            reasons=self._reasons,
+            call_id=f"{self._token}.{self._seq}",
+            score=self._score,
+            previous_score=self._last_score,
+        )
+
+    def _failed_candidates(self, found: list[tuple[bytes, str, bytes, bytes]]) -> list[tuple[bytes, str]]:
+        """The abandonments among the short failure records the scan returned (decompressed here: Lua
+        has no zlib), as (id, expectation) for the take calls."""
         out = []
-        for n, job_id in enumerate(ids):
-            fields, newest = replies[2 * n], replies[2 * n + 1]
-            if isinstance(fields, Exception):
-                continue  # not a hash: the script reports nothing here, RQ never failed it as abandoned
-            if isinstance(newest, Exception):
-                newest = []
-            status, exc_info = fields
-            if status != b"failed":
+        for job_id, kind, entry_id, record in found:
+            text = decode_failure(record, b64=(kind == "s"))
+            if text is None or not failure_text_is_abandonment(text):
                 continue
-            marker = abandoned_marker(exc_info, newest)
-            if marker is not None and (decode(job_id) or "") not in self._kept_started | self._settled:
-                out.append((job_id, marker))
-            elif marker is not None and (decode(job_id) or "") in self._kept_started:
-                self.report.record(Outcome.IN_STARTED, decode(job_id) or "", "")
+            jid = decode(job_id) or ""
+            if jid in self._settled:
+                continue
+            if jid in self._kept_started:
+                self.report.record(Outcome.IN_STARTED, jid, "")
+                continue
+            expect = "s" + (decode(entry_id) or "") if kind == "s" else "h" + record.decode("latin-1")
+            out.append((job_id, expect))
         return out
 
     def _run_failed(self) -> None:
-        """The failed registry, in ZSCAN steps (bounded work per command, however many entries)."""
+        """The failed registry, one ZSCAN step per call inside the script (bounded work per call,
+        however many entries; only the records short enough to be abandonments come back)."""
         cursor = 0
-        key = keys.failed(self.queue)
-        if not self._key_ok(key, "zset"):
+        if not self._key_ok(keys.failed(self.queue), "zset"):
             return
         while True:
             if self._room() <= 0:
                 return
             self.checkpoint()
-            cursor, members = cast(
-                tuple[int, list[tuple[bytes, float]]],
-                self.client.zscan(key, cursor, count=self.opts.batch_size),
-            )
-            candidates = self._failed_candidates([m for m, _ in members])
+            cursor, found = bindings.scan_failed(self.client, self._args(), cursor, FAILED_SCAN)
+            candidates = self._failed_candidates(found)
             for start in range(0, len(candidates), self.opts.batch_size):
                 room = self._room()
                 if room <= 0:
                     return
-                tail: list[Any] = []
+                tail: list[Any] = ["take"]
                 for member, expect in candidates[start : start + min(room, self.opts.batch_size)]:
                     tail += [member, expect.encode("latin-1")]
-                self._budgeted("failed", tail, "failed", per_item=2)
+                self._budgeted("failed", tail, "failed", per_item=2, head=1)
             if cursor == 0:
                 return
 
@@ -341,9 +338,11 @@ def explain_job(
     if client.lpos(keys.intermediate(queue), job_id) is not None:
         r._call("intermediate", [job_id], "intermediate")
     if client.zscore(keys.failed(queue), job_id) is not None:
-        candidates = r._failed_candidates([job_id.encode()])
-        if candidates:
-            r._call("failed", [job_id, candidates[0][1].encode("latin-1")], "failed")
+        fields = cast(list[bytes | None], client.hmget(keys.job(job_id), ["status", "exc_info"]))
+        newest = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.results(job_id), count=1))
+        marker = abandoned_marker(fields[1], newest) if fields[0] == b"failed" else None
+        if marker is not None:
+            r._call("failed", ["take", job_id, marker.encode("latin-1")], "failed")
     r._complete_listing()
     return r.report.jobs
 
