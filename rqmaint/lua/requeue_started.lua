@@ -138,4 +138,6 @@ for _, member in ipairs(members) do
         end
     end
 end
-return finish(scanned, more)
+-- an earlier send of this call already removed resent_removed of the window's members: they count as
+-- looked at, so the runner does not take a short window for the end of the registry
+return finish(scanned + resent_removed, more)
