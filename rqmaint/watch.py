@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
 
 from rqmaint import clean, lock, queues, requeue, rqcompat, status
-from rqmaint.errors import RqmaintError
+from rqmaint.errors import ConnectionFailed, RqmaintError
 
 BACKOFF_START = 1.0
 BACKOFF_CAP = 60.0
@@ -134,3 +135,30 @@ class Watcher:
     def sleep(self, seconds: float) -> bool:
         """Wait for the next cycle; True if a stop was requested meanwhile."""
         return self.stop.wait(max(0.0, seconds))
+
+    @classmethod
+    def start(
+        cls,
+        connect: Callable[[], redis.Redis],
+        opts: WatchOptions,
+        stop: threading.Event,
+        on_failed: Callable[[Cycle], None],
+        max_cycles: int | None = None,
+    ) -> Watcher | None:
+        """Connect, retrying with backoff while Redis is down (the daemon may start before it): each
+        failed attempt is a failed :class:`Cycle` handed to ``on_failed``, and counts as a cycle.
+        None when stopped meanwhile, or when ``max_cycles`` attempts failed."""
+        attempts = 0
+        while True:
+            try:
+                watcher = cls(connect(), opts, stop)
+            except ConnectionFailed as exc:
+                attempts += 1
+                failed = Cycle(attempts, time.time(), error=f"{type(exc).__name__}: {exc}")
+                failed.next_in = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempts - 1), max(opts.interval, 1))
+                on_failed(failed)
+                if (max_cycles is not None and attempts >= max_cycles) or stop.wait(failed.next_in):
+                    return None
+                continue
+            watcher.cycles = attempts
+            return None if stop.is_set() else watcher

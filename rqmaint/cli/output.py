@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import redis
 import typer
@@ -90,6 +90,10 @@ class Output:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
+    def error_line(self, message: str) -> None:
+        """``rqmaint: error: <message>`` on stderr, passwords scrubbed, printed as text."""
+        self.err.print(f"{PROG}: error: {self.scrubbed(message)}", markup=False)
+
     def scrubbed(self, text: str) -> str:
         return scrub(text, self.target) if self.target is not None else text
 
@@ -107,8 +111,36 @@ def _cell(v: object) -> str:
 
 
 def fail(o: Output, message: str, code: ExitCode) -> NoReturn:
-    o.err.print(f"{PROG}: error: {o.scrubbed(message)}", markup=False)
+    o.error_line(message)
     raise typer.Exit(int(code))
+
+
+class Reported(Protocol):
+    """What a per-queue report offers to the exit code (requeue.QueueRequeue has it)."""
+
+    @property
+    def given_up(self) -> int: ...
+
+    @property
+    def problem_count(self) -> int: ...
+
+
+def exit_code(outcomes: Sequence[str], reports: Sequence[Reported]) -> ExitCode:
+    """The run's exit code, most serious first: an RQ error on a queue, a lock held by another holder,
+    then items that need attention (jobs given up, bad data skipped)."""
+    if "error" in outcomes:
+        return ExitCode.ERROR
+    if "skipped-locked" in outcomes or "lease-lost" in outcomes:
+        return ExitCode.LOCK_HELD
+    if any(r.given_up or r.problem_count for r in reports):
+        return ExitCode.ATTENTION
+    return ExitCode.OK
+
+
+def exit_with(code: ExitCode) -> None:
+    """End the command with ``code`` unless it is OK."""
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
