@@ -113,7 +113,10 @@ class Requeuer:
         for outcome, job_id, detail, since in result.outcomes:
             if job_id and job_id in self._settled and outcome is not Outcome.RECONCILED:
                 continue  # e.g. another entry of a job this run already settled: counted once
-            if outcome in SETTLED:
+            if outcome in SETTLED and (self.opts.dry_run or source != "started"):
+                # A real run removes what it settles, so a later call cannot find the job again where
+                # it was (a second started entry of it is "already_queued"): only the dry run, which
+                # removes nothing, and the later modes need the set (memory stays flat at any size).
                 self._settled.add(job_id)
             if source == "started" and outcome in STAYS:
                 self._kept_started.add(job_id)
