@@ -481,3 +481,29 @@ def test_explain_one_job_runs_the_same_script(client, abandon):
     (line,) = requeue.explain_job(client, "default", ab.job_ids[0])
     assert line.action == "requeue" and line.source == "started"
     assert requeue.explain_job(client, "default", "no-such-job") == []
+
+
+def test_every_key_comes_from_the_prefix(client):
+    # Given an RQ deployment under RQ_KEY_PREFIX "{tenant}" (a hash tag: one Cluster slot) and the same
+    # job ids under the default prefix, which must not be touched
+    from rqmaint import keys
+
+    now = time.time()
+    for p in ("{tenant}", "rq"):
+        client.sadd(f"{p}:queues", f"{p}:queue:default")
+        client.hset(f"{p}:job:j1", mapping={"status": "started", "origin": "default", "worker_name": "gone"})
+        client.zadd(f"{p}:wip:default", {"j1:e1": now - 500})
+    keys.configure("{tenant}")
+    try:
+        # When requeueing (and dry-running) with that prefix
+        dry = requeue.Requeuer(client, "default", requeue.RequeueOptions(dry_run=True)).run()
+        report = requeue.Requeuer(client, "default", requeue.RequeueOptions()).run()
+    finally:
+        keys.configure("rq")
+    # Then only the prefixed deployment changed, and rqmaint's own keys sit under its own prefix
+    assert dry.requeued == 1 and report.requeued == 1
+    assert client.lrange("{tenant}:queue:default", 0, -1) == [b"j1"]
+    assert client.get("rqmaint:{tenant}:abandons:j1") == b"1"
+    assert client.zcard("rqmaint:{tenant}:requeued:default") == 1
+    assert client.zcard("rq:wip:default") == 1 and not client.exists("rq:queue:default")
+    assert not client.exists("rqmaint:abandons:j1")
