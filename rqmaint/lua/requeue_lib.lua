@@ -281,11 +281,13 @@ local function clear_execution(wip, id, member, exec, wname, origin, current)
     end
     if wname and wname ~= '' then
         local wkey = k_worker(wname)
-        if exec ~= '' then write('SREM', wkey .. ':executions', id .. ':' .. exec) end
+        local t = type_cache[wkey .. ':executions']  -- checked (and cached) by the caller
+        if exec ~= '' and t ~= nil and t ~= 'none' then write('SREM', wkey .. ':executions', id .. ':' .. exec) end
         if current == id then write('HDEL', wkey, 'current_job', 'current_job_working_time') end
     end
-    if own_intermediate(origin) then
-        if intermediate_nonempty(origin) then write('LREM', k_inter(origin), 0, id) end
+    if intermediate_nonempty(origin) then
+        -- (a first_seen key of a job no longer in the list is left to expire, as RQ leaves it)
+        write('LREM', k_inter(origin), 0, id)
         write('DEL', k_seen(origin, id))
     end
 end
@@ -350,8 +352,7 @@ end
 -- counter's value, checked (counter_value) before the job's first write.
 local function settle(id, jkey, origin, f, count, since)
     count = count + 1
-    write('INCR', k_abandons(id))
-    write('EXPIRE', k_abandons(id), counter_ttl)
+    write('SET', k_abandons(id), count, 'EX', counter_ttl)  -- the INCR of the checked value
     moved[id] = true
     if count > max_requeues then
         give_up(id, jkey, origin, count, f)

@@ -88,7 +88,7 @@ for _, member in ipairs(members) do
                 else
                     wfields = w
                     local needs_set = exec ~= '' or (not w[1] and not w[2] and w[3] == 'busy')
-                    if needs_set and not is_type(k_worker(wname) .. ':executions', 'set', false) then
+                    if needs_set and not is_type(k_worker(wname) .. ':executions', 'set', true) then
                         bad = k_worker(wname) .. ':executions'
                     end
                 end
