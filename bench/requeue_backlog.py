@@ -132,6 +132,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tag", default="", help="suffix of the results file (e.g. valkey)")
     add_nice_option(ap)
     args = ap.parse_args()
     nice = apply_nice(args.nice)
@@ -150,6 +151,7 @@ def main() -> int:
                 r = one_run(server, tpl, cmd, env, args.n)
                 log(f"run {i + 1} {name}: {r}")
                 runs[name].append(r)
+        version = server.version
         del seed
     med = {k: statistics.median(r["wall"] for r in v) for k, v in runs.items()}
     worst_us = max(r["slowest"]["us"] for v in runs.values() for r in v)
@@ -172,7 +174,8 @@ def main() -> int:
         "rqmaint": fingerprint or rqmaint_fingerprint(),
         "environment": environment(),
     }
-    emit("requeue_backlog", doc)
+    doc["server"] = version
+    emit("requeue_backlog" + (f"_{args.tag}" if args.tag else ""), doc)
     return 0 if doc["met"] else 1
 
 

@@ -219,3 +219,8 @@ def runs() -> str:
     """rqmaint's hash of when it last cleaned / requeued each queue successfully (``clean:<queue>``,
     ``requeue:<queue>`` -> epoch seconds); read by ``watch`` for its metrics."""
     return f"{own_prefix()}runs"
+
+
+def requeue_calls(queue: str) -> str:
+    """rqmaint's record of what each requeue call of ``queue`` wrote (read back after a lost reply)."""
+    return f"{own_prefix()}calls:{queue}"

@@ -10,8 +10,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.hardening.infra import killing_rqmaint_connections
 from tests.support import process_env, start_worker, wait_for
 from tests.support.cluster import (
@@ -71,10 +69,8 @@ def test_lock_release_of_a_lock_rq_left(cluster, cc):
 #: Until the requeue scripts declare a key of RQ's slot in KEYS (issue 8/9, the engine's Lua), a script
 #: builds its keys inside Lua and the cluster refuses it ("Script attempted to access a non local key").
 #: Remove this mark when that lands (strict: an XPASS fails the run).
-NEEDS_KEYED_SCRIPTS = pytest.mark.xfail(strict=True, reason="needs the requeue scripts that declare KEYS")
 
 
-@NEEDS_KEYED_SCRIPTS
 def test_requeue_abandoned_then_a_stock_worker_runs_them(cluster, cc, tmp_path):
     ab = make_abandoned_on(cluster, QUEUE, 2, tmp_path)
     dry = rqmaint_json(cluster.url, "requeue-abandoned", "--dry-run")
@@ -111,7 +107,6 @@ def test_failover_and_slot_migration_between_runs(cluster, cc, tmp_path):
     wait_for(lambda: cc.zcard(failed) == 2, what="the failed registry on the new owner")
 
 
-@NEEDS_KEYED_SCRIPTS
 def test_requeue_rides_out_killed_connections(cluster, cc, tmp_path):
     # Given 2,000 abandoned jobs in RQ's slot (one real, the rest copies of it),
     ab = make_abandoned_on(cluster, QUEUE, 1, tmp_path)

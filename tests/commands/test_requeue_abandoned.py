@@ -345,3 +345,165 @@ def test_started_entry_of_a_job_already_queued_is_never_pushed_twice(cli, client
     (rep,) = json.loads(result.stdout)["queues"]
     assert rep["already_queued"] == 1 and rep["requeued"] == 0
     assert _where(client, "default", job.id) == ["queue"]
+
+
+def _commandstats(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def test_dry_run_runs_the_scripts_read_only(cli, client, abandon):
+    # Given two abandoned jobs
+    ab = abandon("default", 2)
+    age_abandoned(client, "default", 200)
+    before, calls = snapshot(client), _commandstats(client)
+    # When dry-running
+    result = cli("requeue-abandoned", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    # Then the scripts ran through EVALSHA_RO / EVAL_RO only (the server refuses any write there)
+    after = _commandstats(client)
+    assert after.get("evalsha_ro", 0) + after.get("eval_ro", 0) > calls.get("evalsha_ro", 0) + calls.get(
+        "eval_ro", 0
+    )
+    assert after.get("evalsha", 0) == calls.get("evalsha", 0) and after.get("eval", 0) == calls.get("eval", 0)
+    assert snapshot(client) == before
+    assert json.loads(result.stdout)["queues"][0]["requeued"] == 2
+    # and the real run does what the dry run said
+    real = json.loads(cli("requeue-abandoned", "--json").stdout)["queues"][0]
+    assert real["requeued"] == 2
+    assert all(_where(client, "default", j) == ["queue"] for j in ab.job_ids)
+
+
+def test_no_writes_variant_is_refused_any_write_by_the_server(client):
+    # Given the dry-run variant of the started script, called with its write switch ON (ARGV[6] "0")
+    from rqmaint import keys, scripts
+    from rqmaint.requeue import bindings
+
+    client.sadd("rq:queues", "rq:queue:default")
+    client.hset("rq:job:j1", mapping={"status": "started", "origin": "default"})
+    client.zadd("rq:wip:default", {"j1:e1": 1})
+    args = bindings.CallArgs(
+        "default", time.time(), "x", False, False, 3, requeue.give_up_reasons(3, 0), "t.1", 5.0, None
+    )
+    text = scripts.requeue_source("started", True)
+    assert text.startswith("#!lua flags=no-writes\n")
+    # Then the server itself refuses the first write: nothing changes
+    try:
+        client.eval_ro(text, 5, *bindings.script_keys("default"), *args.argv(["range", 0, 10]))
+    except redis.ResponseError as error:
+        assert "write" in str(error).lower(), error
+    else:
+        raise AssertionError("a no-writes script was allowed to write")
+    assert client.zscore("rq:wip:default", "j1:e1") == 1
+    assert keys.prefix() == "rq"
+
+
+def test_dry_run_without_evalsha_ro_falls_back_to_the_write_variant_with_writes_off(
+    cli, client, abandon, monkeypatch
+):
+    # Given a server treated as Redis 6.2 (no EVALSHA_RO: forced, no 6.2 binary is installed here)
+    from rqmaint import scripts
+
+    monkeypatch.setattr(scripts, "force_no_read_only", True)
+    ab = abandon("default", 2)
+    age_abandoned(client, "default", 200)
+    before, calls = snapshot(client), _commandstats(client)
+    # When dry-running
+    result = cli("requeue-abandoned", "--dry-run", "--json")
+    # Then the write-capable script ran with its writes off: same verdicts, nothing written
+    assert result.exit_code == 0, result.stderr
+    assert _commandstats(client).get("evalsha", 0) > calls.get("evalsha", 0)
+    assert snapshot(client) == before
+    (q,) = json.loads(result.stdout)["queues"]
+    assert q["requeued"] == 2 and {j["job_id"] for j in q["jobs"]} == set(ab.job_ids)
+
+
+def test_rq116_plain_member_with_a_colon_is_requeued(cli, client):
+    # Given RQ 1.16's plain started member of a job id with a colon (allowed before RQ 2.1)
+    client.sadd("rq:queues", "rq:queue:default")
+    client.hset("rq:job:tenant:42", mapping={"status": "started", "origin": "default", "worker_name": "gone"})
+    client.zadd("rq:wip:default", {"tenant:42": time.time() - 500})
+    # When
+    result = cli("requeue-abandoned", "--json")
+    # Then it is requeued, not read as job "tenant" execution "42"
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["queues"][0]["requeued"] == 1
+    assert client.lrange("rq:queue:default", 0, -1) == [b"tenant:42"]
+    assert client.zcard("rq:wip:default") == 0
+    assert client.hget("rq:job:tenant:42", "status") == b"queued"
+
+
+def test_queue_named_like_an_intermediate_list_is_never_touched(cli, client):
+    # Given queue "seed" and a queue "seed:intermediate" (whose list is seed's intermediate-list key)
+    q = Queue("seed:intermediate", connection=client)
+    ids = [q.enqueue(jobs.add, 1, n).id for n in range(20)]
+    Queue("seed", connection=client).enqueue(jobs.add, 1, 1)
+    before = client.lrange("rq:queue:seed:intermediate", 0, -1)
+    # When requeueing seed (twice: a first sighting would be marked, then the job taken)
+    for _ in range(2):
+        result = cli("requeue-abandoned", "-q", "seed", "--json")
+        # Then the other queue's jobs are left alone, and the collision is reported
+        assert result.exit_code == 4, result.stderr
+        (rep,) = json.loads(result.stdout)["queues"]
+        assert rep["skipped_reasons"] == {"name_collision": 1}
+    assert client.lrange("rq:queue:seed:intermediate", 0, -1) == before == [i.encode() for i in ids]
+    assert not list(client.scan_iter("rq:queue:seed:intermediate:first_seen:*"))
+
+
+def test_include_failed_takes_a_job_whose_horse_was_sigkilled(cli, client, redis_url, tmp_path):
+    # Given a job whose work horse was SIGKILLed (an OOM kill) while its worker lived: RQ records
+    # "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9)"
+    import os
+    import signal
+
+    marker = tmp_path / "horse"
+    job = Queue("default", connection=client).enqueue(jobs.block, str(marker))
+    raised = Queue("default", connection=client).enqueue(jobs.boom)
+    worker = start_worker(redis_url, ["default"], burst=True, log_dir=tmp_path)
+    wait_for(marker.exists, timeout=60, what="the job to start in its work horse")
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    assert worker.wait(timeout=60) == 0
+    assert _where(client, "default", job.id) == ["failed"] and _where(client, "default", raised.id) == [
+        "failed"
+    ]
+    # When
+    result = cli("requeue-abandoned", "--include-failed", "--json")
+    # Then the killed one is requeued, the one that raised stays failed
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["queues"][0]["requeued"] == 1
+    assert _where(client, "default", job.id) == ["queue"]
+    assert _where(client, "default", raised.id) == ["failed"]
+
+
+def test_explain_one_job_runs_the_same_script(client, abandon):
+    ab = abandon("default", 1)
+    age_abandoned(client, "default", 200)
+    (line,) = requeue.explain_job(client, "default", ab.job_ids[0])
+    assert line.action == "requeue" and line.source == "started"
+    assert requeue.explain_job(client, "default", "no-such-job") == []
+
+
+def test_every_key_comes_from_the_prefix(client):
+    # Given an RQ deployment under RQ_KEY_PREFIX "{tenant}" (a hash tag: one Cluster slot) and the same
+    # job ids under the default prefix, which must not be touched
+    from rqmaint import keys
+
+    now = time.time()
+    for p in ("{tenant}", "rq"):
+        client.sadd(f"{p}:queues", f"{p}:queue:default")
+        client.hset(f"{p}:job:j1", mapping={"status": "started", "origin": "default", "worker_name": "gone"})
+        client.zadd(f"{p}:wip:default", {"j1:e1": now - 500})
+    keys.configure("{tenant}")
+    try:
+        # When requeueing (and dry-running) with that prefix
+        dry = requeue.Requeuer(client, "default", requeue.RequeueOptions(dry_run=True)).run()
+        report = requeue.Requeuer(client, "default", requeue.RequeueOptions()).run()
+    finally:
+        keys.configure("rq")
+    # Then only the prefixed deployment changed, and rqmaint's own keys sit under its own prefix
+    assert dry.requeued == 1 and report.requeued == 1
+    assert client.lrange("{tenant}:queue:default", 0, -1) == [b"j1"]
+    assert client.get("rqmaint:{tenant}:abandons:j1") == b"1"
+    assert client.zcard("rqmaint:{tenant}:requeued:default") == 1
+    assert client.zcard("rq:wip:default") == 1 and not client.exists("rq:queue:default")
+    assert not client.exists("rqmaint:abandons:j1")

@@ -26,6 +26,7 @@ from tests.support import (
     wait_for,
     worker_env,
 )
+from tests.support.proxy import FaultyProxy
 
 
 def _places(client: redis.Redis, queue: str) -> dict[str, list[str]]:
@@ -169,3 +170,46 @@ def test_racing_rq_lockless_cleanup(cli, client, abandon, redis_url):
     for j in ids:
         assert client.hget(f"rq:job:{j}", "status") == b"queued"
     assert client.zcard("rq:failed:default") == 0
+
+
+def _run_through(cli, proxy: FaultyProxy, *args: str) -> tuple[int, dict]:
+    result = cli("requeue-abandoned", "--json", *args, "--url", proxy.url)
+    assert result.stdout, result.stderr
+    return result.exit_code, json.loads(result.stdout)["queues"][0]
+
+
+def test_lost_replies_still_give_exact_totals_and_ids(cli, client, abandon, server):
+    # Given 3,000 abandoned jobs, 37 of them abandoned too often already (given up this time)
+    ids = _abandoned_clones(client, abandon, 3_000)
+    poison = sorted(ids[:37])
+    for j in poison:
+        client.set(f"rqmaint:abandons:{j}", 3)
+    # When the replies of 6 script calls are lost (the server ran them; the connection is cut before
+    # the reply, and redis-py sends the call again on a new connection)
+    with FaultyProxy(server.host, server.port) as proxy:
+        proxy.cut_replies(6)
+        code, rep = _run_through(cli, proxy, "--batch-size", "200")
+        assert proxy.cuts_done == 6
+    # Then the report is exact: every requeue and every given-up id, and the exit code says so
+    assert code == 4
+    assert rep["requeued"] == len(ids) - len(poison)
+    assert sorted(rep["given_up_jobs"]) == poison and rep["given_up"] == len(poison)
+    places = _assert_each_in_one_place(client, "default", ids)
+    assert sum(p == ["queue"] for p in places.values()) == len(ids) - len(poison)
+    assert all(places[j] == ["failed"] for j in poison)
+
+
+def test_lost_replies_never_pass_the_limit(cli, client, abandon, server):
+    # Given 3,000 abandoned jobs
+    ids = _abandoned_clones(client, abandon, 3_000)
+    # When --limit 1000 runs while 5 replies are lost
+    with FaultyProxy(server.host, server.port) as proxy:
+        proxy.cut_replies(5)
+        code, rep = _run_through(cli, proxy, "--batch-size", "150", "--limit", "1000")
+        assert proxy.cuts_done == 5
+    # Then exactly 1,000 moved, and the report says 1,000
+    assert code == 0
+    assert rep["requeued"] == 1000
+    assert client.llen("rq:queue:default") == 1000
+    assert client.zcard("rq:wip:default") == len(ids) - 1000
+    _assert_each_in_one_place(client, "default", ids)

@@ -138,3 +138,19 @@ def test_rules_are_what_the_commands_need(server_factory):
         finally:
             ro.close()
     admin.close()
+
+
+@pytest.mark.parametrize("rule", ["+evalsha_ro", "+eval_ro", "+time"])
+def test_read_only_rules_are_the_minimum_for_dry_runs(acl_server, cli, rule):
+    """Each script rule of the read-only set is needed: without it a dry run of requeue-abandoned
+    (on a server that has not cached the scripts yet) is refused."""
+    srv, admin, _ids = acl_server
+    rules = [r for r in readme_rules("rqmaint-ro") if r != rule]
+    admin.execute_command(
+        "ACL", "SETUSER", "rqmaint-min", *[">pw" if r == ">CHANGE-ME" else r for r in rules]
+    )
+    admin.script_flush()
+    url = srv.url_for(username="rqmaint-min", password="pw")
+    result = cli("requeue-abandoned", "--dry-run", "--json", "--url", url)
+    assert result.exit_code == 1, (rule, result.stdout, result.stderr)
+    assert "permission denied" in result.stderr
