@@ -561,9 +561,11 @@ def explain_rows(j: explain.JobExplanation) -> list[list[object]]:
 
 
 def explain_tables(o: Output, found: explain.Explanation) -> None:
+    from rqmaint.cli import tables
+
     for j in found.jobs:
         o.table(
-            f"rqmaint explain {j.job_id} (queue {j.queue})" if o.terminal else None,
+            tables.escape(f"rqmaint explain {j.job_id} (queue {j.queue})") if o.terminal else None,
             EXPLAIN_COLUMNS,
             explain_rows(j),
         )

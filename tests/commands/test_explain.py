@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from rq import Queue
@@ -10,6 +11,7 @@ from rq import Queue
 from tests import jobs
 from tests.support import age_abandoned, snapshot, start_worker, wait_for
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 JOB_KEYS = {
     "job_id", "queue", "fields", "places", "queue_searched", "executions", "worker", "abandons",
     "last_requeued", "last_requeued_iso", "decisions",
@@ -135,6 +137,8 @@ def test_missing_job_is_a_usage_error(cli, client):
     assert result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert "no such job: 'no-such-job'" in line
+    unknown_queue = cli("explain", job.id, "-q", "nope")
+    assert unknown_queue.exit_code == 2 and "unknown queue 'nope'" in unknown_queue.stderr
 
 
 def test_many_jobs_and_a_bounded_queue_search(cli, client):
@@ -149,3 +153,20 @@ def test_many_jobs_and_a_bounded_queue_search(cli, client):
     a, b, m = json.loads(result.stdout)["jobs"]
     assert [p["position"] for p in a["places"]] == [0] and [p["position"] for p in b["places"]] == [1]
     assert m["places"] == [] and m["queue_searched"].startswith("not within the first/last 10,000")
+
+
+def test_terminal_table_shows_redis_data_as_text(cli, client):
+    # Given a job whose plain fields hold rich markup and a newline (RQ stores what it is given)
+    job = Queue("default", connection=client).enqueue(jobs.add, 1, 2)
+    client.hset(f"rq:job:{job.id}", mapping={"worker_name": "[bold red]w[/]", "origin": "default"})
+    client.sadd("rq:queues", "rq:queue:[i]q\nx")
+    client.hset(f"rq:job:{job.id}", "status", "queued\nfake")
+    env = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "0", "COLUMNS": "100", "NO_COLOR": "1"}
+    result = cli("explain", job.id, "-q", "[i]q\nx", env=env)
+    assert result.exit_code == 0, result.stderr
+    out = ANSI.sub("", result.stdout)
+    assert "[bold red]w[/]: dead" in out  # never read as markup
+    assert "queued\\nfake" in out  # one row stays one line
+    assert f"rqmaint explain {job.id} (queue [i]q\\nx)" in out
+    assert "decision" in out and "leave it: not abandoned" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
