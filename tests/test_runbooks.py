@@ -437,7 +437,11 @@ def _abandoned(inc: Incident, client: redis.Redis, abandon: Any, **_: Any) -> No
         samples, "rqmaint_oldest_abandoned_job_age_seconds", {"queue": "default"}, lambda v: 100 < v < 200
     )
 
-    status, dry = inc.run("Diagnose")
+    inc.vars["JOB"] = ab.job_ids[0]
+    status, dry, explained = inc.run("Diagnose")
+    assert "requeue: abandoned in started" in explained.stdout
+    assert f"{ab.job_ids[0]}:{ab.execution_ids[0]}" in explained.stdout
+    assert f"{ab.worker_names[0]}: dead" in explained.stdout
     assert {k: status.json["queues"][0][k] for k in ("started", "abandoned", "workers")} == {
         "started": 3,
         "abandoned": 3,
@@ -453,10 +457,14 @@ def _abandoned(inc: Incident, client: redis.Redis, abandon: Any, **_: Any) -> No
     assert sorted(client.lrange("rq:queue:default", 0, -1)) == sorted(j.encode() for j in ab.job_ids)
     assert {client.hget(f"rq:job:{j}", "status") for j in ab.job_ids} == {b"queued"}
 
-    status, dry = inc.run("Verify")
+    status, dry, explained = inc.run("Verify")
     q = status.json["queues"][0]
     assert (q["queued"], q["started"], q["abandoned"], q["finished"]) == (3, 0, 0, 0)  # no worker left
     assert (dry.json["queues"][0]["requeued"], dry.json["queues"][0]["live_worker"]) == (0, 0)
+    (job,) = explained.json["jobs"]
+    assert [p["where"] for p in job["places"]] == ["queue"] and job["abandons"] == 1
+    assert job["last_requeued_iso"] is not None
+    assert [d["action"] for d in job["decisions"]] == ["leave"]
 
 
 @scenario("lock-rq-worker")
@@ -612,10 +620,11 @@ def _poison(inc: Incident, client: redis.Redis, redis_url: str, cli: Any, tmp_pa
     samples = watch_metrics(client)
     inc.assert_metric(samples, "rqmaint_abandoned_jobs", {"queue": "default"}, lambda v: v == 1)
 
-    (dry,) = inc.run("Diagnose")
+    dry, explained = inc.run("Diagnose")
     (line,) = dry.json["queues"][0]["jobs"]
     assert (line["job_id"], line["action"], line["times_requeued"]) == (job.id, "give_up", 3)
     assert line["description"] == "render big-report"
+    assert "give up: abandoned 4 times: past --max-requeues" in explained.stdout
 
     give_up, score, fields, count, reason = inc.run("Act", 5)
     assert (give_up.json["queues"][0]["given_up"], give_up.json["queues"][0]["given_up_jobs"]) == (

@@ -1,6 +1,7 @@
 """The rqmaint command line: the Typer app, assembled from one module per command (or group).
 
-Each command module (status, lock, clean, requeue, watch, history, demo) defines its options and a thin body
+Each command module (status, lock, clean, requeue, watch, history, explain,
+demo) defines its options and a thin body
 that calls the core; :mod:`rqmaint.cli.context` parses the global options and opens the output and
 the connection once; :mod:`rqmaint.cli.render` draws every table and line.
 """
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rqmaint import __version__
-from rqmaint.cli import clean, demo, history, lock, requeue, status, watch
+from rqmaint.cli import clean, demo, explain, history, lock, requeue, status, watch
 from rqmaint.cli.completion import init as init_completion
 from rqmaint.cli.group import new_app
 from rqmaint.cli.output import install_signal_handlers
@@ -52,6 +53,7 @@ clean.register(app)
 requeue.register(app)
 watch.register(app)
 history.register(app)
+explain.register(app)
 demo.register(app)
 
 

@@ -13,7 +13,7 @@ from rqmaint.cli.output import Output
 from rqmaint.cli.tables import COUNT, DURATION, KEY, TEXT, Alert, Col, duration
 
 if TYPE_CHECKING:
-    from rqmaint import audit, clean, eviction, health, lock, requeue, status, watch
+    from rqmaint import audit, clean, eviction, explain, health, lock, requeue, status, watch
 
 STATUS_TITLE = "RQ registries"
 #: Outcomes of a queue that went as asked; any other is shown as a problem.
@@ -533,3 +533,56 @@ def history_table(o: Output, found: audit.History) -> None:
         )
     elif not found.entries:
         o.info("no entries")
+
+
+# -- explain --------------------------------------------------------------------------------------
+
+EXPLAIN_COLUMNS = [Col("item", KEY), Col("value", TEXT, max_len=120)]
+
+
+def explain_rows(j: explain.JobExplanation) -> list[list[object]]:
+    """One job as (item, value) rows: decision, places, fields, worker, counters, executions."""
+    from rqmaint.explain import iso
+
+    rows: list[list[object]] = []
+    for d in j.decisions:
+        verdict = {"requeue": "requeue", "give_up": "give up", "leave": "leave it"}[d.action]
+        text = f"{verdict}: {d.why}" + (f" ({d.source})" if d.source else "")
+        rows.append(["decision", Alert(text) if d.action == "give_up" else text])
+    for p in j.places:
+        if p.position is not None:
+            rows.append([f"in {p.where}", f"{p.key} at position {p.position}"])
+        else:
+            rows.append([f"in {p.where}", f"{p.key} member {p.member} score {iso(p.score)}"])
+    if not j.places:
+        rows.append(["in", "no queue list, registry nor intermediate list of " + j.queue])
+    if j.queue_searched:
+        rows.append(["in queue", j.queue_searched])
+    for name, value in j.fields.items():
+        rows.append([name, "-" if value is None or value == "" else value])
+    if j.worker is not None:
+        w = j.worker
+        state = "alive" if w.alive else "dead"
+        rows.append(["worker", f"{w.name}: {state}, {w.why}"])
+    rows.append(["abandons", j.abandons])
+    rows.append(["last requeued", iso(j.last_requeued) or "- (none in the last 15 minutes)"])
+    for e in j.executions:
+        rows.append(
+            [
+                f"execution {e.execution_id}",
+                f"worker {e.worker_name or '-'}, heartbeat {iso(e.last_heartbeat) or '-'}, "
+                f"record expires {iso(e.expires_at)}" + (", in started" if e.in_started else ""),
+            ]
+        )
+    return rows
+
+
+def explain_tables(o: Output, found: explain.Explanation) -> None:
+    from rqmaint.cli import tables
+
+    for j in found.jobs:
+        o.table(
+            tables.escape(f"rqmaint explain {j.job_id} (queue {j.queue})") if o.terminal else None,
+            EXPLAIN_COLUMNS,
+            explain_rows(j),
+        )

@@ -315,6 +315,22 @@ class Requeuer:
             self.report.jobs.append(line)
 
 
+def started_members(client: redis.Redis, queue: str, job_id: str) -> list[tuple[str, float]]:
+    """The job's entries in ``queue``'s started registry with their scores: its plain id (RQ < 2.0)
+    and every ``<id>:<execution>`` (the executions index may have expired already: ZSCAN steps of
+    bounded size, each a short command, through the registry)."""
+    found = []
+    score = client.zscore(keys.started(queue), job_id)
+    if score is not None:
+        found.append((job_id, float(score)))
+    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in job_id) + ":*"
+    for member_raw, member_score in client.zscan_iter(keys.started(queue), match=pattern, count=1000):
+        member = decode(cast(bytes, member_raw)) or ""
+        if member.rsplit(":", 1)[0] == job_id:
+            found.append((member, float(member_score)))
+    return found
+
+
 def explain_job(
     client: redis.Redis, queue: str, job_id: str, opts: RequeueOptions | None = None
 ) -> list[JobLine]:
@@ -326,16 +342,7 @@ def explain_job(
         dry_run=True, at_front=base.at_front, include_failed=True, max_requeues=base.max_requeues
     )
     r = Requeuer(client, queue, dry)
-    members = []
-    if client.zscore(keys.started(queue), job_id) is not None:
-        members.append(job_id)
-    # "<id>:<execution>" entries (the executions index may have expired already): ZSCAN steps of
-    # bounded size, each a short command, through the registry
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in job_id) + ":*"
-    for member_raw, _score in client.zscan_iter(keys.started(queue), match=pattern, count=1000):
-        member = decode(cast(bytes, member_raw)) or ""
-        if member.rsplit(":", 1)[0] == job_id:
-            members.append(member)
+    members = [m for m, _score in started_members(client, queue, job_id)]
     if members:
         r._call("started", ["members", *members], "started")
     if client.lpos(keys.intermediate(queue), job_id) is not None:

@@ -1,8 +1,8 @@
 """Least privilege: the two ACL rule sets documented in the README, applied verbatim on a real server.
 
-The read-only user can look (status, lock status, every --dry-run) and every write is refused with exit
-1 and a clear line, changing nothing (whole-database snapshots before and after); the writer can do
-everything."""
+The read-only user can look (status, lock status, explain, every --dry-run) and every write is
+refused with exit 1 and a clear line, changing nothing (whole-database snapshots before and after);
+the writer can do everything."""
 
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ def acl_server(server_factory, client, abandon):
 
 
 def test_read_only_user_can_look_and_nothing_else(acl_server, cli):
-    srv, admin, _ids = acl_server
+    srv, admin, ids = acl_server
     url = srv.url_for(username="rqmaint-ro", password="pw")
     before = snapshot(admin)
-    for args in LOOKS:
+    for args in [*LOOKS, ("explain", *ids[:2], "--json")]:
         result = cli(*args, "--url", url)
         assert result.exit_code == 0, (args, result.stderr)
         json.loads(result.stdout)
