@@ -11,14 +11,13 @@ the requeue scripts' own no-writes dry run (EVALSHA_RO), not a second copy of th
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, cast
 
 import redis
 
-from rqmaint import keys
+from rqmaint import clock, keys
 from rqmaint.errors import UsageError
 from rqmaint.health import JOB_MONITORING_INTERVAL, parse_rq_time, stall_threshold
 from rqmaint.lock import decode
@@ -243,14 +242,12 @@ def explain(
 
     ids = list(dict.fromkeys(job_ids))
     # Round trip 1: the plain fields of every job, and Redis's clock.
+    now = clock.redis_now(client)  # on its own: redis-py refuses TIME in a cluster pipeline
     pipe = client.pipeline(transaction=False)
-    pipe.time()
     for job_id in ids:
         pipe.exists(keys.job(job_id))
         pipe.hmget(keys.job(job_id), list(FIELDS))
-    replies = pipe.execute()
-    secs, micros = cast(tuple[int, int], replies[0])
-    now = secs + micros / 1e6 if secs else time.time()
+    replies = [None, *pipe.execute()]  # (index 0 was TIME's reply)
     missing = [j for n, j in enumerate(ids) if not replies[1 + 2 * n]]
     if missing:
         raise UnknownJob(missing)

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from rqmaint import __version__, clock, keys, scripts
@@ -162,13 +163,16 @@ def interpret(queue: str, raw_value: bytes | None, pttl: int, now: float) -> Loc
 
 def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
     """The lock of every queue in ``queues``, in one round trip (ages by Redis's ``TIME``). Read-only."""
+    # redis-py refuses TIME in a cluster pipeline (it has no key to route by): ask it on its own there
+    cluster = isinstance(client, RedisCluster)
     pipe = client.pipeline(transaction=False)
     for q in queues:
         pipe.get(keys.clean_lock(q))
         pipe.pttl(keys.clean_lock(q))
-    pipe.time()
+    if not cluster:
+        pipe.time()
     replies = pipe.execute()
-    now = clock.from_time_reply(replies.pop())
+    now = clock.redis_now(client) if cluster else clock.from_time_reply(replies.pop())
     return [interpret(q, replies[2 * i], int(replies[2 * i + 1]), now) for i, q in enumerate(queues)]
 
 
