@@ -293,8 +293,8 @@ def test_metrics_of_a_staged_incident(client, abandon):
     assert value("rqmaint_queues_skipped_locked_total", queue="emails") == 2
     assert 0 <= value("rqmaint_last_success_age_seconds", queue="default", kind="requeue") < 30
     assert ("rqmaint_last_success_age_seconds", (("kind", "requeue"), ("queue", "emails"))) not in samples
-    assert value("rqmaint_script_calls_total", script="requeue_abandoned", result="ok") >= 1
-    assert value("rqmaint_script_duration_seconds_count", script="requeue_abandoned") >= 1
+    assert value("rqmaint_script_calls_total", script="requeue_started", result="ok") >= 1
+    assert value("rqmaint_script_duration_seconds_count", script="requeue_started") >= 1
 
 
 def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
