@@ -1,7 +1,8 @@
 """Per-queue health, read-only and bounded: abandoned and *stalled* started jobs, and when rqmaint last
 cleaned and requeued each queue.
 
-**Abandoned** (RQ's own definition): a started-registry entry whose deadline (its score) has passed.
+**Abandoned** (RQ's own definition): a started-registry entry whose deadline (its score) has passed,
+as :mod:`rqmaint.requeue.abandoned` defines it once for every module (``due_range``).
 
 **Stalled** (issue 10, item 4): a started job whose deadline has not passed yet, but whose worker has
 stopped heartbeating: the worker's ``last_heartbeat`` is older than twice RQ's job monitoring interval
@@ -27,6 +28,7 @@ import redis
 
 from rqmaint import keys
 from rqmaint.lock import decode
+from rqmaint.requeue.abandoned import due_range, not_due_range
 
 #: RQ's default job monitoring interval (rq/defaults.py ``DEFAULT_JOB_MONITORING_INTERVAL``), seconds.
 JOB_MONITORING_INTERVAL = 30.0
@@ -131,8 +133,8 @@ def collect(
     pipe = client.pipeline(transaction=False)
     for q in queues:
         wip = keys.started(q)
-        pipe.zrangebyscore(wip, "(-inf", now, start=0, num=1, withscores=True)
-        pipe.zrangebyscore(wip, f"({now!r}", end, start=0, num=STALL_SCAN + 1, withscores=True)
+        pipe.zrangebyscore(wip, *due_range(now), start=0, num=1, withscores=True)  # the oldest abandoned
+        pipe.zrangebyscore(wip, *not_due_range(now, end), start=0, num=STALL_SCAN + 1, withscores=True)
     pipe.hmget(keys.runs(), [f"{kind}:{q}" for q in queues for kind in KINDS])
     replies = pipe.execute()
     runs = replies[-1]

@@ -22,6 +22,7 @@ import redis
 
 from rqmaint import keys, lock
 from rqmaint.lock import LockInfo, decode
+from rqmaint.requeue.abandoned import due_range
 
 #: The per-queue counts, in the order tables, the dashboard and the metrics show them.
 COUNTS = (
@@ -44,7 +45,7 @@ class QueueStatus:
     name: str
     queued: int
     started: int
-    abandoned: int  # started entries whose deadline (score) has passed
+    abandoned: int  # started entries whose deadline (score) has passed (requeue.abandoned.due_range)
     failed: int
     finished: int
     deferred: int
@@ -160,12 +161,12 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
     if not queues:
         return []
     now = time.time() if now is None else now
-    deadline = int(now)
+    due = due_range(now)  # "abandoned", as the requeue scripts decide it
     pipe = client.pipeline(transaction=False)
     for q in queues:
         pipe.llen(keys.queue(q))
         pipe.zcard(keys.started(q))
-        pipe.zcount(keys.started(q), "-inf", deadline)
+        pipe.zcount(keys.started(q), *due)
         pipe.zcard(keys.failed(q))
         pipe.zcard(keys.finished(q))
         pipe.zcard(keys.deferred(q))
@@ -175,7 +176,7 @@ def collect(client: redis.Redis, queues: list[str], now: float | None = None) ->
         pipe.sscan(keys.workers_of(q), 0, count=WORKER_SCAN)
         pipe.get(keys.clean_lock(q))
         pipe.zcard(keys.ready(q))
-        pipe.zrangebyscore(keys.started(q), "-inf", deadline, start=0, num=STATE_SAMPLE)
+        pipe.zrangebyscore(keys.started(q), *due, start=0, num=STATE_SAMPLE)
     replies = pipe.execute()
 
     # Second round trip: liveness of every registered worker (a live worker's hash has ``birth`` and no

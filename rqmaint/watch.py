@@ -31,6 +31,8 @@ class WatchOptions:
     interval: float = 30.0
     clean: bool = False
     requeue_abandoned: bool = False
+    # also take jobs RQ's own maintenance already failed as abandoned (requeue-abandoned's rules)
+    include_failed: bool = False
     max_requeues: int = requeue.DEFAULT_MAX_REQUEUES
     lock_ttl: float = lock.DEFAULT_LEASE
     job_monitoring_interval: float = health.JOB_MONITORING_INTERVAL  # RQ's; "stalled" is twice it
@@ -146,18 +148,19 @@ class Watcher:
         return ages
 
     def _clean(self, name: str) -> clean.QueueClean:
-        req = (
-            requeue.RequeueOptions(max_requeues=self.opts.max_requeues)
-            if self.opts.requeue_abandoned
-            else None
-        )
+        req = self._requeue_options() if self.opts.requeue_abandoned else None
         opts = clean.CleanOptions(
             lock_ttl=self.opts.lock_ttl, handlers=self.opts.handlers, requeue=req, classes=self.opts.classes
         )
         return clean.clean_queue(self.client, name, opts, stop=self.checkpoint)
 
+    def _requeue_options(self) -> requeue.RequeueOptions:
+        return requeue.RequeueOptions(
+            max_requeues=self.opts.max_requeues, include_failed=self.opts.include_failed
+        )
+
     def _requeue(self, name: str) -> requeue.QueueRequeue:
-        opts = requeue.RequeueOptions(max_requeues=self.opts.max_requeues)
+        opts = self._requeue_options()
         return requeue.requeue_queue(self.client, name, opts, 0.0, self.opts.lock_ttl, stop=self.checkpoint)
 
     def sleep(self, seconds: float) -> bool:

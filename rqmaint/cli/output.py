@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -116,6 +117,21 @@ class Output:
         from rqmaint.connection import scrub
 
         return scrub(text, self.target)
+
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def usage_line(message: str, command_path: list[str]) -> str:
+    """A usage error as one line: ``rqmaint: error: <what failed>; see 'rqmaint <cmd> -h'``, control
+    characters escaped (a value with a newline cannot break it), passwords in URLs redacted, no markup."""
+    if "://" in message:
+        from rqmaint.connection.urls import redact_url
+
+        message = _URL.sub(lambda m: redact_url(m.group()), message)
+    what = tables.escape(message.strip(), backslash=False).rstrip(".")
+    see = f"see '{' '.join([PROG, *command_path])} -h'"
+    return f"{PROG}: error: {what} ({see})" if what.endswith("?") else f"{PROG}: error: {what}; {see}"
 
 
 def fail(o: Output, message: str, code: ExitCode) -> NoReturn:

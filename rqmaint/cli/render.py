@@ -429,7 +429,7 @@ def requeue_report(
                 f"{shown_of(min(10, len(r.given_up_jobs)), r.given_up, 'ids')}; "
                 "they are in the failed registry"
             )
-        moved = getattr(r, "requeued_jobs", None)  # the ids a real run moved, where the engine lists them
+        moved = r.requeued_jobs  # the ids a real run moved (the first MAX_LISTED; r.requeued is exact)
         if moved and not dry_run:
             o.info(
                 f"queue {r.name!r}: requeued {', '.join(moved[:10])}"

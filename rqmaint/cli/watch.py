@@ -66,6 +66,15 @@ def watch_cmd(
             help="Requeue abandoned jobs every interval (inside the clean cycle when --clean is given too).",
         ),
     ] = False,
+    include_failed: Annotated[
+        bool,
+        typer.Option(
+            "--include-failed",
+            help="With --requeue-abandoned: also requeue jobs RQ's own maintenance already moved to the "
+            "failed registry as abandoned (never jobs that failed by raising). Use it where RQ workers "
+            "run their maintenance often enough to fail abandoned jobs before watch sees them.",
+        ),
+    ] = False,
     max_requeues: MaxRequeuesOpt = DEFAULT_MAX_REQUEUES,
     lock_ttl: LockTtlOpt = DEFAULT_LEASE,
     metrics_port: Annotated[
@@ -106,11 +115,16 @@ def watch_cmd(
     Example: rqmaint watch --requeue-abandoned --metrics-port 9121"""
     from rqmaint import rqcompat, watch
 
+    if include_failed and not do_requeue:
+        raise typer.BadParameter(
+            "needs --requeue-abandoned (it says which jobs to requeue)", param_hint="'--include-failed'"
+        )
     opts = watch.WatchOptions(
         queues=queue_names(queue, queues),
         interval=interval,
         clean=do_clean,
         requeue_abandoned=do_requeue,
+        include_failed=include_failed,
         max_requeues=max_requeues,
         lock_ttl=lock_ttl,
         classes=rqcompat.resolve_classes(serializer, job_class, queue_class, path or ["."]),

@@ -40,6 +40,12 @@ def due_range(now: float) -> tuple[str, float]:
     return ("-inf", now)
 
 
+def not_due_range(now: float, until: float) -> tuple[str, float]:
+    """``ZRANGEBYSCORE`` bounds of the entries not due yet whose deadline is at most ``until`` (the
+    complement of :func:`due_range` up to ``until``: no entry is in both)."""
+    return (f"({now!r}", until)
+
+
 def failure_text_is_abandonment(text: str) -> bool:
     """A failure record that says the job died mid-job (not that it raised)."""
     if text.startswith(ABANDONED_MARK):

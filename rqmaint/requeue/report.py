@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from rqmaint import lock
 from rqmaint.requeue.outcome import PROBLEMS, Outcome
 
-MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, problems, given up); totals are exact
+MAX_LISTED = 200  # per queue: jobs listed in reports (dry-run rows, requeued, problems, given up)
 
 
 @dataclass
@@ -41,6 +41,7 @@ class QueueRequeue:
     name: str
     outcome: str = "done"  # done | would-requeue | skipped-locked | lease-lost | stopped
     counts: Counter[str] = field(default_factory=Counter)  # every Outcome of the scripts (str enum)
+    requeued_jobs: list[str] = field(default_factory=list)  # the first MAX_LISTED; ``requeued`` is exact
     given_up_jobs: list[str] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     jobs: list[JobLine] = field(default_factory=list)  # dry run only
@@ -95,6 +96,7 @@ class QueueRequeue:
             "live_worker": self.live_worker,
             "watching": self.counts[Outcome.FIRST_SEEN],
             "skipped_reasons": {str(k): n for k, n in sorted(self.counts.items()) if k in PROBLEMS and n},
+            "requeued_jobs": list(self.requeued_jobs),
             "given_up_jobs": list(self.given_up_jobs),
             "problems": list(self.problems),
             "jobs": [j.as_dict() for j in self.jobs],
@@ -104,7 +106,11 @@ class QueueRequeue:
 
     def record(self, outcome: Outcome, job_id: str, detail: str) -> None:
         self.counts[outcome] += 1
-        if outcome is Outcome.GIVEN_UP and len(self.given_up_jobs) < MAX_LISTED:
+        # every requeue of a run comes through here, a lost reply's read-back included (the scripts
+        # re-emit the earlier send's outcomes), and each job once (the runner's per-run set)
+        if outcome is Outcome.REQUEUED and len(self.requeued_jobs) < MAX_LISTED:
+            self.requeued_jobs.append(job_id)
+        elif outcome is Outcome.GIVEN_UP and len(self.given_up_jobs) < MAX_LISTED:
             self.given_up_jobs.append(job_id)
         elif outcome in PROBLEMS and len(self.problems) < MAX_LISTED:
             if outcome is Outcome.STATUS:

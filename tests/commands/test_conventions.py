@@ -66,7 +66,52 @@ def test_help_uses_the_terminal_width():
 def test_near_miss_command_gets_a_suggestion(offline, typo, meant):
     result = offline(*typo)
     assert result.exit_code == 2
-    assert f"Did you mean {meant!r}?" in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("rqmaint: error: No such command") and f"Did you mean {meant!r}?" in line
+
+
+def _one_usage_line(result, command: list[str]) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()  # not Click's "Usage: ... / Try ... -h / Error: ..." box
+    assert line.startswith("rqmaint: error: "), line
+    assert f"see '{' '.join(['rqmaint', *command])} -h'" in line, line
+    return line
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=lambda p: " ".join(p))
+def test_unknown_option_is_one_line(offline, path):
+    line = _one_usage_line(offline(*path, "--no-such-option"), path)
+    assert "No such option: --no-such-option" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "what"),
+    [
+        (["requeue-abandoned", "--limit", "nan"], ["requeue-abandoned"], "'--limit'"),
+        (["status", "--timeout", "-1"], ["status"], "'--timeout'"),
+        (["lock", "release"], ["lock", "release"], "Missing option '--queue'"),
+        (["watch", "--interval"], ["watch"], "'--interval' requires an argument"),
+        (["status", "--json=x"], ["status"], "--json"),
+        (["nosuchthing"], [], "No such command 'nosuchthing'"),
+        (["lock", "status", "--timeout", "1\nError: forged"], ["lock", "status"], "'--timeout'"),
+    ],
+)
+def test_every_usage_error_is_one_line(offline, argv, command, what):
+    assert what in _one_usage_line(offline(*argv), command)
+
+
+def test_usage_error_of_the_console_script_is_one_line():
+    done = run_process(
+        rqmaint_argv("requeue-abandoned", "--limit", "nan", script=True),
+        env=process_env("redis://127.0.0.1:1/0"),
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "rqmaint: error: Invalid value for '--limit': 'nan' is not a valid integer range; "
+        "see 'rqmaint requeue-abandoned -h'"
+    ]
 
 
 def _queues(cli, *args):
@@ -101,7 +146,8 @@ def test_queues_by_comma_repeat_and_position(cli, client):
 def test_empty_queue_name_is_a_usage_error(offline, argv):
     result = offline(*argv)
     assert result.exit_code == 2, result.output
-    assert "empty queue name" in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "empty queue name" in line
     assert "Connection" not in result.stderr
 
 

@@ -307,6 +307,55 @@ def test_limit_and_batch_size(cli, client, abandon):
     assert len(ids) == len(set(ids)) == 25
 
 
+def test_real_run_lists_exactly_the_ids_it_moved(cli, client, abandon):
+    # Given three abandoned jobs
+    ab = abandon("default", 3)
+    age_abandoned(client, "default", 200)
+    # When
+    result = cli("requeue-abandoned", "--json")
+    # Then the report lists exactly the moved ids, and the plain output names them
+    assert result.exit_code == 0, result.stderr
+    (q,) = json.loads(result.stdout)["queues"]
+    assert sorted(q["requeued_jobs"]) == sorted(ab.job_ids) and q["requeued"] == 3
+    again = cli("requeue-abandoned", "--json")
+    assert json.loads(again.stdout)["queues"][0]["requeued_jobs"] == []
+
+
+def test_real_run_of_more_than_max_listed_lists_max_listed_and_the_exact_total(cli, client, abandon):
+    from rqmaint.requeue.report import MAX_LISTED
+    from tests.support import clone_job
+
+    # Given more abandoned jobs than a report lists
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    total = MAX_LISTED + 25
+    clones = clone_job(client, ab.job_ids[0], total - 1)
+    # When
+    result = cli("requeue-abandoned", "--batch-size", "60", "--json")
+    # Then MAX_LISTED distinct ids, every one really moved, and the exact total
+    assert result.exit_code == 0, result.stderr
+    (q,) = json.loads(result.stdout)["queues"]
+    assert q["requeued"] == total
+    listed = q["requeued_jobs"]
+    assert len(listed) == len(set(listed)) == MAX_LISTED
+    queued = {j.decode() for j in client.lrange("rq:queue:default", 0, -1)}
+    assert queued == set(clones) | set(ab.job_ids) and set(listed) <= queued
+
+
+def test_plain_real_run_names_the_moved_ids_and_says_how_many_it_shows(cli, client, abandon):
+    from tests.support import clone_job
+
+    ab = abandon("default")
+    age_abandoned(client, "default", 200)
+    clone_job(client, ab.job_ids[0], 11)
+    result = cli("requeue-abandoned")
+    assert result.exit_code == 0, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "requeued " in x and "shown" in x]
+    assert line.endswith("(10 of 12 ids shown)")
+    queued = {j.decode() for j in client.lrange("rq:queue:default", 0, -1)}
+    assert len(queued) == 12 and sum(job_id in line for job_id in queued) == 10
+
+
 def test_clean_requeue_abandoned_instead_of_failing(cli, client, abandon):
     ab = abandon("default")
     age_abandoned(client, "default", 200)

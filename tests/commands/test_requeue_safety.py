@@ -199,6 +199,21 @@ def test_lost_replies_still_give_exact_totals_and_ids(cli, client, abandon, serv
     assert all(places[j] == ["failed"] for j in poison)
 
 
+def test_lost_replies_still_list_exactly_the_moved_ids(cli, client, abandon, server):
+    # Given 150 abandoned jobs (fewer than a report lists)
+    ids = _abandoned_clones(client, abandon, 150)
+    # When the replies of 4 of the script calls that moved them are lost (the re-send reads them back)
+    with FaultyProxy(server.host, server.port) as proxy:
+        proxy.cut_replies(4)
+        code, rep = _run_through(cli, proxy, "--batch-size", "20")
+        assert proxy.cuts_done == 4
+    # Then the report lists every moved id, once
+    assert code == 0
+    assert rep["requeued"] == len(ids)
+    assert sorted(rep["requeued_jobs"]) == sorted(ids)
+    _assert_each_in_one_place(client, "default", ids)
+
+
 def test_lost_replies_never_pass_the_limit(cli, client, abandon, server):
     # Given 3,000 abandoned jobs
     ids = _abandoned_clones(client, abandon, 3_000)

@@ -293,8 +293,8 @@ def test_metrics_of_a_staged_incident(client, abandon):
     assert value("rqmaint_queues_skipped_locked_total", queue="emails") == 2
     assert 0 <= value("rqmaint_last_success_age_seconds", queue="default", kind="requeue") < 30
     assert ("rqmaint_last_success_age_seconds", (("kind", "requeue"), ("queue", "emails"))) not in samples
-    assert value("rqmaint_script_calls_total", script="requeue_abandoned", result="ok") >= 1
-    assert value("rqmaint_script_duration_seconds_count", script="requeue_abandoned") >= 1
+    assert value("rqmaint_script_calls_total", script="requeue_started", result="ok") >= 1
+    assert value("rqmaint_script_duration_seconds_count", script="requeue_started") >= 1
 
 
 def test_stalled_jobs_on_the_dashboard_and_the_cycle_line(cli, client, abandon):
@@ -334,3 +334,44 @@ def test_the_dashboard_says_how_many_stalled_jobs_it_names(cli, client):
     assert len(set(named)) == 5, lines
     assert any(x.startswith("stalled jobs: 5 of 7 shown") for x in lines), lines
     assert all(re.search(r", abandoned in (\d+s|\d+m( \d+s)?)\)$", x) for x in named), named
+
+
+def test_include_failed_takes_jobs_rq_failed_as_abandoned_never_raised(
+    cli, client, abandon, redis_url, tmp_path
+):
+    from rq.registry import StartedJobRegistry
+
+    from tests.support import start_worker
+
+    # Given two abandoned jobs that RQ's own maintenance failed (AbandonedJobError) before watch ran,
+    # and a job that failed by raising
+    ab = abandon("default", 2)
+    age_abandoned(client, "default", 200)
+    StartedJobRegistry("default", connection=client).cleanup()
+    raised = Queue("default", connection=client).enqueue(jobs.boom)
+    worker = start_worker(redis_url, ["default"], burst=True, log_dir=tmp_path)
+    assert worker.wait(timeout=60) == 0, worker.log()
+    assert client.zcard("rq:failed:default") == 3
+    # When one watch cycle requeues without --include-failed, nothing moves
+    plain = cli("watch", "--requeue-abandoned", "--max-cycles", "1", "--json")
+    assert plain.exit_code == 0, plain.stderr
+    assert json.loads(plain.stdout.splitlines()[-1])["totals"]["requeued"] == 0
+    # and one cycle with it takes exactly the abandoned ones
+    result = cli("watch", "--requeue-abandoned", "--include-failed", "--max-cycles", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    cycle = json.loads(result.stdout.splitlines()[-1])
+    assert cycle["totals"]["requeued"] == 2
+    assert sorted(cycle["requeued"][0]["requeued_jobs"]) == sorted(ab.job_ids)
+    assert sorted(client.lrange("rq:queue:default", 0, -1)) == sorted(j.encode() for j in ab.job_ids)
+    assert [m.decode() for m in client.zrange("rq:failed:default", 0, -1)] == [raised.id]
+    # And a stock RQ worker runs each of them once more
+    worker = start_worker(redis_url, ["default"], burst=True, log_dir=tmp_path)
+    assert worker.wait(timeout=60) == 0, worker.log()
+    assert sorted(ab.reruns()) == sorted(ab.job_ids)
+
+
+def test_include_failed_needs_requeue_abandoned(cli):
+    result = cli("watch", "--include-failed", "--max-cycles", "1")
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "'--include-failed': needs --requeue-abandoned" in line

@@ -117,3 +117,31 @@ def test_a_skipped_clean_is_not_a_success(client):
     )
     (h,) = health.collect(client, ["default"])
     assert h.last_success == {}
+
+
+def test_abandoned_is_one_definition_for_status_health_and_the_requeue(client, abandon):
+    from rqmaint import status
+    from rqmaint.requeue.abandoned import due
+
+    # Given two abandoned-looking entries whose deadlines fall within one second, either side of "now"
+    # (RQ >= 2 scores may be fractional: status once compared with int(now), the scripts with now)
+    ab = abandon("default", 2)
+    age_abandoned(client, "default", 200)
+    members = sorted(m.decode() for m in client.zrange("rq:wip:default", 0, -1))
+    whole = int(requeue.redis_now(client)) - 10
+    now = whole + 0.9
+    past, ahead = whole + 0.75, whole + 0.95
+    client.zadd("rq:wip:default", {members[0]: past, members[1]: ahead})
+    assert due(past, now) and not due(ahead, now)
+    # When status, health and the requeue's dry run judge them at the same instant
+    (st,) = status.collect(client, ["default"], now=now)
+    (h,) = health.collect(client, ["default"], now=now)
+    dry = requeue.Requeuer(client, "default", requeue.RequeueOptions(dry_run=True), now=now).run()
+    # Then all three see exactly the one past its deadline as abandoned, and the other as not yet
+    past_id = members[0].partition(":")[0]
+    assert st.abandoned == 1
+    assert h.oldest_abandoned_age is not None and abs(h.oldest_abandoned_age - 0.15) < 1e-6
+    assert [j.job_id for j in h.stalled_jobs] == [members[1].partition(":")[0]]
+    assert h.next_abandoned_in is not None and abs(h.next_abandoned_in - 0.05) < 1e-6
+    assert (dry.requeued, [j.job_id for j in dry.jobs if j.action == "requeue"]) == (1, [past_id])
+    assert set(ab.job_ids) == {m.partition(":")[0] for m in members}
