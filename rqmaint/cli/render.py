@@ -298,7 +298,12 @@ def clean_report(
         lock_outcome(o, r.queue, r.outcome, r.holder)
         if r.error:
             o.error_line(r.error)
-    to_failed = sum(r.plan.abandoned_to_failed for r in results if r.requeue is None)
+    # only where RQ's started step ran (or would run): a refused or skipped queue sent nothing to failed
+    to_failed = sum(
+        r.plan.abandoned_to_failed
+        for r in results
+        if r.requeue is None and (r.outcome == "would-clean" or "started" in r.steps_done)
+    )
     if to_failed:
         o.info(
             f"{to_failed} abandoned job(s) {'would go' if dry_run else 'went'} to the failed registry, "
