@@ -147,17 +147,21 @@ class Watcher:
 
     def _clean(self, name: str) -> clean.QueueClean:
         req = (
-            requeue.RequeueOptions(max_requeues=self.opts.max_requeues)
+            requeue.RequeueOptions(max_requeues=self.opts.max_requeues, by="watch")
             if self.opts.requeue_abandoned
             else None
         )
         opts = clean.CleanOptions(
-            lock_ttl=self.opts.lock_ttl, handlers=self.opts.handlers, requeue=req, classes=self.opts.classes
+            lock_ttl=self.opts.lock_ttl,
+            handlers=self.opts.handlers,
+            requeue=req,
+            classes=self.opts.classes,
+            by="watch",
         )
         return clean.clean_queue(self.client, name, opts, stop=self.checkpoint)
 
     def _requeue(self, name: str) -> requeue.QueueRequeue:
-        opts = requeue.RequeueOptions(max_requeues=self.opts.max_requeues)
+        opts = requeue.RequeueOptions(max_requeues=self.opts.max_requeues, by="watch")
         return requeue.requeue_queue(self.client, name, opts, 0.0, self.opts.lock_ttl, stop=self.checkpoint)
 
     def sleep(self, seconds: float) -> bool:
