@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -36,6 +36,7 @@ from rqmaint.lock import decode
 MAX_ENTRIES = 100_000  # XADD MAXLEN ~: about this many entries are kept
 MAX_AGE = 30 * 24 * 3600  # seconds: older entries are trimmed at the next write
 MAX_DETAIL = 4096  # bytes of ``detail`` kept per entry (a lock value may be huge)
+TRIM_LIMIT = 1000  # entries one trim may remove, at most (XADD/XTRIM ... LIMIT: bounded work per write)
 SCAN_CHUNK = 1000  # entries per XREVRANGE
 MAX_SCAN = 100_000  # entries one history() call looks at, at most (the whole stream by default)
 FIELDS = ("action", "queue", "job", "detail", "run", "by")
@@ -56,8 +57,9 @@ def run_id() -> str:
 
 
 def script_args(by: str) -> list[str | int]:
-    """What a Lua script that records its own changes needs as ARGV: run, by, MAX_ENTRIES."""
-    return [run_id(), by, MAX_ENTRIES]
+    """What a Lua script that records its own changes needs as ARGV: run, by, MAX_ENTRIES, TRIM_LIMIT,
+    MAX_AGE."""
+    return [run_id(), by, MAX_ENTRIES, TRIM_LIMIT, MAX_AGE]
 
 
 def _clip(text: str) -> str:
@@ -65,6 +67,31 @@ def _clip(text: str) -> str:
     if len(raw) <= MAX_DETAIL:
         return text
     return raw[: MAX_DETAIL - 3].decode("utf-8", "ignore") + "..."
+
+
+def clip_bytes(raw: bytes) -> bytes:
+    """A value (e.g. a lock value, maybe not UTF-8) as an entry's detail: at most MAX_DETAIL bytes."""
+    return raw if len(raw) <= MAX_DETAIL else raw[: MAX_DETAIL - 3] + b"..."
+
+
+def release_entry(queue: str, detail: bytes, by: str) -> dict[str, str | bytes]:
+    """The entry of a lock release (``detail``: the removed value, :func:`clip_bytes`)."""
+    return {
+        "action": Action.LOCK_RELEASE.value,
+        "queue": queue,
+        "job": "",
+        "detail": detail,
+        "run": run_id(),
+        "by": by,
+    }
+
+
+def add_to(pipe: Any, entry: dict[str, str | bytes], now: float | None = None) -> None:
+    """Queue ``entry``'s XADD and the bounded trims (length and age, ``~ ... LIMIT``) on ``pipe`` (a
+    MULTI the caller executes with its change)."""
+    now = time.time() if now is None else now
+    pipe.xadd(keys.audit(), entry, maxlen=MAX_ENTRIES, approximate=True, limit=TRIM_LIMIT)
+    pipe.xtrim(keys.audit(), minid=f"{int((now - MAX_AGE) * 1000)}-0", approximate=True, limit=TRIM_LIMIT)
 
 
 def record(

@@ -442,6 +442,7 @@ class CleanOptions:
     worker_name: str = field(default_factory=rqcompat.default_worker_name)
     requeue: RequeueOptions | None = None  # --requeue-abandoned: requeue before RQ's cleaning
     classes: rqcompat.RqClasses = field(default_factory=rqcompat.RqClasses)  # -S, -j, --queue-class
+    by: str = "clean"  # the command, for the audit trail (rqmaint.audit): clean or watch
 
 
 def _refuse_unimportable(queue: str, p: CleanPlan) -> None:
@@ -507,7 +508,7 @@ def clean_queues(
     return run
 
 
-def _audit(client: redis.Redis, queue: str, result: QueueClean) -> None:
+def _audit(client: redis.Redis, queue: str, result: QueueClean, by: str = "clean") -> None:
     """The audit trail's record of what RQ's own steps changed (their planned counts; rqmaint's requeues
     are recorded by its script), right after them; nothing when there was nothing to clean."""
     rq_steps = [s for s in result.steps_done if s != "requeue-abandoned"]
@@ -515,7 +516,7 @@ def _audit(client: redis.Redis, queue: str, result: QueueClean) -> None:
         return
     counts = {k: v for k, v in result.plan.as_dict().items() if v and k != "abandoned_ids"}
     detail = json.dumps({"outcome": result.outcome, "steps": rq_steps, **counts}, separators=(",", ":"))
-    audit.record(client, audit.Action.CLEAN, queue, by="clean", detail=detail)
+    audit.record(client, audit.Action.CLEAN, queue, by=by, detail=detail)
 
 
 def clean_queue(
@@ -582,7 +583,7 @@ def _clean_locked(
             # the other queues be cleaned; the lock is released on the way out.
             result.outcome = "error"
             result.error = str(exc)
-        _audit(client, queue, result)
+        _audit(client, queue, result, opts.by)
         if result.outcome == "cleaned":  # for watch's metrics (health.collect): when rqmaint last cleaned
             requeued = result.requeue is not None and result.requeue.outcome == "done"
             kinds = [health.KIND_CLEAN] + ([health.KIND_REQUEUE] if requeued else [])

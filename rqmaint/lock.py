@@ -176,20 +176,36 @@ def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
     return [interpret(q, replies[2 * i], int(replies[2 * i + 1]), now) for i, q in enumerate(queues)]
 
 
-def release_if(client: redis.Redis, queue: str, expected_value: str | bytes) -> bool:
+def release_if(
+    client: redis.Redis, queue: str, expected_value: str | bytes, by: str | None = "lock release"
+) -> bool:
     """Delete the lock only if it still holds ``expected_value`` (compared byte for byte: pass
     ``LockInfo.raw`` for a value read from Redis, which may not be UTF-8). True if deleted.
 
+    A release is recorded in the audit trail (action ``lock_release``, detail: the value removed,
+    shortened past ``audit.MAX_DETAIL``; ``by``: the command) in the same atomic step as the DEL. A
+    lease's release of its own value (``by`` None: the end of every clean/requeue) is not recorded.
+
     Where the script cannot run (``EVALSHA``/``EVAL`` denied by an ACL, or renamed away), the same
-    compare-and-delete is done with WATCH/GET/MULTI/DEL/EXEC, so a run never leaves its lock behind
+    compare-and-delete is done with WATCH/GET/MULTI/DEL/XADD/EXEC, so a run never leaves its lock behind
     for a whole lease because of missing script permissions."""
+    from rqmaint import audit  # (audit imports this module)
+
     key = keys.clean_lock(queue)
+    raw = expected_value.encode("utf-8") if isinstance(expected_value, str) else expected_value
+    detail = audit.clip_bytes(raw)
+    script_keys: list[str] = [key]
+    args: list[str | bytes | int] = [expected_value]
+    if by is not None:
+        script_keys.append(keys.audit())
+        args += [queue, detail, *audit.script_args(by)]
     try:
-        return bool(scripts.run(client, "lock_release", [key], [expected_value]))
+        return bool(scripts.run(client, "lock_release", script_keys, args))
     except redis.ResponseError as exc:
         if not scripts_unavailable(exc):
             raise
-    return _compare_and_set(client, key, expected_value, None)
+    entry = None if by is None else audit.release_entry(queue, detail, by)
+    return _compare_and_set(client, key, expected_value, None, audit_entry=entry)
 
 
 def scripts_unavailable(exc: BaseException) -> bool:
@@ -201,9 +217,16 @@ def scripts_unavailable(exc: BaseException) -> bool:
     return text.startswith(("noperm", "unknown command")) or "unknown command" in text
 
 
-def _compare_and_set(client: redis.Redis, key: str, expected: str | bytes, px: int | None) -> bool:
+def _compare_and_set(
+    client: redis.Redis,
+    key: str,
+    expected: str | bytes,
+    px: int | None,
+    audit_entry: dict[str, str | bytes] | None = None,
+) -> bool:
     """Without a script: if ``key`` holds exactly ``expected``, delete it (``px`` None) or set its TTL to
-    ``px`` ms, in a WATCH/MULTI/EXEC transaction (aborted if the key changes meanwhile). True if done."""
+    ``px`` ms, in a WATCH/MULTI/EXEC transaction (aborted if the key changes meanwhile). True if done.
+    ``audit_entry``: also XADDed (and the stream trimmed, bounded) inside the same MULTI."""
     want = expected.encode("utf-8") if isinstance(expected, str) else expected
     with client.pipeline(transaction=True) as pipe:
         try:
@@ -217,6 +240,10 @@ def _compare_and_set(client: redis.Redis, key: str, expected: str | bytes, px: i
                 pipe.delete(key)
             else:
                 pipe.pexpire(key, px)
+            if audit_entry is not None:
+                from rqmaint import audit
+
+                audit.add_to(pipe, audit_entry)
             replies = pipe.execute()
         except redis.WatchError:
             return False
@@ -381,7 +408,7 @@ class Lease:
         if self._thread is not None:
             self._thread.join(timeout=self.renew_timeout + 5)
         try:
-            return release_if(self.client, self.queue, self.value)
+            return release_if(self.client, self.queue, self.value, by=None)
         except redis.RedisError:
             return False
 

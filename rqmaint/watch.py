@@ -150,13 +150,17 @@ class Watcher:
     def _clean(self, name: str) -> clean.QueueClean:
         req = self._requeue_options() if self.opts.requeue_abandoned else None
         opts = clean.CleanOptions(
-            lock_ttl=self.opts.lock_ttl, handlers=self.opts.handlers, requeue=req, classes=self.opts.classes
+            lock_ttl=self.opts.lock_ttl,
+            handlers=self.opts.handlers,
+            requeue=req,
+            classes=self.opts.classes,
+            by="watch",
         )
         return clean.clean_queue(self.client, name, opts, stop=self.checkpoint)
 
     def _requeue_options(self) -> requeue.RequeueOptions:
         return requeue.RequeueOptions(
-            max_requeues=self.opts.max_requeues, include_failed=self.opts.include_failed
+            max_requeues=self.opts.max_requeues, include_failed=self.opts.include_failed, by="watch"
         )
 
     def _requeue(self, name: str) -> requeue.QueueRequeue:

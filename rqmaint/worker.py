@@ -216,7 +216,7 @@ class MaintenanceMixin:
         client: redis.Redis = worker.connection
         settings = self.rqmaint_settings
         if settings.requeue:
-            opts = RequeueOptions(max_requeues=settings.max_requeues)
+            opts = RequeueOptions(max_requeues=settings.max_requeues, by="worker")
             report = requeue_held(client, queue.name, opts, lease)
             if report.requeued or report.given_up or report.problem_count:
                 worker.log.info(

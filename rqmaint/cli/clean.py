@@ -83,7 +83,7 @@ def clean_cmd(
         dry_run=dry_run, wait=wait, lock_ttl=lock_ttl, handlers=handlers, classes=classes
     )
     if requeue_abandoned:
-        opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues)
+        opts.requeue = requeue.RequeueOptions(dry_run=dry_run, max_requeues=max_requeues, by="clean")
 
     with stopping.on_signals() as flag, progress.for_run(ctx.json, "queues") as bars:
         if ctx.json:  # a forced stop (hanging user code) still leaves a JSON document on stdout

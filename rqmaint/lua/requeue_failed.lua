@@ -2,9 +2,9 @@
 -- because they were abandoned (AbandonedJobError), or whose work horse was SIGKILLed while its worker
 -- lived (an OOM kill), back on their queue -- never a job that raised. The runner recognises the
 -- failure record; this script takes the job only if that record is unchanged. Appended to
--- requeue_lib.lua (KEYS, ARGV[1..17], return value: see there).
+-- requeue_lib.lua (KEYS, ARGV[1..22], return value: see there).
 --
--- ARGV[18] "scan": ARGV[19] ZSCAN cursor, ARGV[20] COUNT: the script walks one ZSCAN step of
+-- ARGV[23] "scan": ARGV[24] ZSCAN cursor, ARGV[25] COUNT: the script walks one ZSCAN step of
 --          KEYS[3] itself and returns (a RESP array, not JSON: the records are binary) the next
 --          cursor, then for each member whose status is failed and whose newest failure record may
 --          be an abandonment: id, kind ("s": results stream, "h": exc_info), the stream entry id
@@ -13,11 +13,11 @@
 --          AbandonedJobError, at <time>", written with worker_name '' and no execution; "Work-horse
 --          terminated unexpectedly; waitpid returned <n> (signal <s>); ", under 90 characters), so a
 --          longer record -- a traceback -- cannot be one. Writes nothing.
---          "take": ARGV[19..] pairs: id, expectation: the failure record the runner recognised, "s" ..
+--          "take": ARGV[24..] pairs: id, expectation: the failure record the runner recognised, "s" ..
 --          the newest results-stream entry id, or "h" .. the raw exc_info value.
 --
 -- Touches  KEYS[3] (ZREM), KEYS[1] (ZREM of the job's overdue entries), the job's keys as
---          requeue_started.lua does, KEYS[4], KEYS[5].
+--          requeue_started.lua does, KEYS[4], KEYS[5], KEYS[6] (audit).
 -- Outcomes requeued, given_up, already_queued (queued and failed at once: a lost race, left to the
 --          ledger's re-check), gone (the record changed or the entry went), in_started, missing_job,
 --          no_origin, unknown_origin, malformed, wrong_type.
@@ -126,7 +126,7 @@ for i = MODE_ARGS + 1, #ARGV, 2 do
                 clear_execution(WIP, id, id .. ':' .. other, other, false, origin, false)
             end
             clear_execution(WIP, id, id, '', false, origin, false)
-            settle(id, jkey, origin, f, count, '')
+            settle(id, jkey, origin, f, count, '', 'failed')
         end
     end
 end

@@ -1,13 +1,13 @@
 -- requeue_intermediate.lua: jobs stuck in the queue's intermediate list (KEYS[2]) -- dequeued by a
 -- worker (LMOVE) that died before its work horse started them -- back on their queue, as RQ's
 -- IntermediateQueue.cleanup would fail them: first sighting marked (first_seen, as RQ does), stuck
--- after ARGV[14] seconds. Appended to requeue_lib.lua (KEYS, ARGV[1..17], return value: see there).
+-- after ARGV[14] seconds. Appended to requeue_lib.lua (KEYS, ARGV[1..22], return value: see there).
 --
--- ARGV[18..] the ids (read from the list by the runner; each is re-checked with LPOS: the list holds
+-- ARGV[23..] the ids (read from the list by the runner; each is re-checked with LPOS: the list holds
 --          only in-flight jobs, a handful per worker)
 --
 -- Touches  KEYS[2] (LREM), <prefix>:queue:<queue>:intermediate:first_seen:<id> (SET NX EX, DEL), the
---          job's keys as requeue_started.lua does, KEYS[4], KEYS[5].
+--          job's keys as requeue_started.lua does, KEYS[4], KEYS[5], KEYS[6] (audit).
 -- Outcomes requeued, given_up, already_queued, first_seen, not_due, gone, in_started, missing_job,
 --          no_origin, unknown_origin, malformed, status, unverified, wrong_type, name_collision (a
 --          queue named "<queue>:intermediate" exists: its list is that queue's, never touched).
@@ -86,9 +86,10 @@ for i = MODE_ARGS, #ARGV do
                     moved[id] = true
                     emit('already_queued', id, '', seen)
                     record('already_queued', id, '')
+                    audit('repair', id, 'already queued: its intermediate entry removed')
                 else
                     clear_execution(WIP, id, false, '', false, origin, false)
-                    settle(id, jkey, origin, f, count, seen)
+                    settle(id, jkey, origin, f, count, seen, 'intermediate')
                 end
             end
         end

@@ -9,6 +9,7 @@
 -- KEYS[3] <prefix>:failed:<queue>                 the queue's failed registry
 -- KEYS[4] <own>requeued:<queue>                   the ledger: "<id>|<retries_left>" scored by call
 -- KEYS[5] <own>calls:<queue>                      what each call wrote: "<call>|<outcome>|<id>|<detail>"
+-- KEYS[6] <own>audit                              the audit trail (rqmaint.audit): one XADD per change
 -- ARGV[1]  RQ's key prefix (keys.prefix(), "rq" by default): every RQ key is built from it
 -- ARGV[2]  rqmaint's own prefix (keys.own_prefix(), "rqmaint:" by default)
 -- ARGV[3]  the queue name whose registry the members come from
@@ -26,7 +27,11 @@
 -- ARGV[15] this call's id (unique per run and call; a re-send of the same call carries the same id)
 -- ARGV[16] this call's score (epoch seconds) in the ledger and the calls record
 -- ARGV[17] a previous call's score, or "": that call's ledger entries are reconciled first
--- ARGV[18..] the mode's own arguments (see each mode's header)
+-- ARGV[18] the audit trail's run id (rqmaint.audit.run_id())
+-- ARGV[19] the audit trail's "by": the rqmaint command (requeue-abandoned, watch, clean, worker)
+-- ARGV[20] the audit stream's length cap (XADD MAXLEN ~), ARGV[21] its trim LIMIT per command
+-- ARGV[22] the audit stream's age cap, seconds (XTRIM MINID ~ ... LIMIT, once per call that recorded)
+-- ARGV[23..] the mode's own arguments (see each mode's header)
 --
 -- Returns one JSON object (cjson): {out = flat array of quadruples (outcome, job id or member,
 -- detail, since), requeued = how many this call (and an earlier send of it) requeued, scanned = how
@@ -37,6 +42,10 @@
 -- Every check that can fail (the TYPE of each key the job's writes touch, numbers that must parse)
 -- runs before the job's first write, so a job is moved whole or not at all; a job with a key of the
 -- wrong type is the outcome "wrong_type" (detail: the key) and the call goes on with the next job.
+--
+-- Audit: every requeue, give-up and repair is XADDed to KEYS[6] by the write that makes it (audit()),
+-- after the job's checks, among the job's writes: the entry and the change are one atomic step, and
+-- a dry run (write() is off) records nothing.
 
 local RQ = ARGV[1] .. ':'
 local OWN = ARGV[2]
@@ -52,11 +61,13 @@ local stuck_after = tonumber(ARGV[14])
 local call_id = ARGV[15]
 local call_score = ARGV[16]
 local previous_score = ARGV[17]
-local MODE_ARGS = 18
+local audit_run, audit_by = ARGV[18], ARGV[19]
+local audit_max, audit_limit, audit_age = tonumber(ARGV[20]), tonumber(ARGV[21]), tonumber(ARGV[22])
+local MODE_ARGS = 23
 local LEDGER_TTL = 900  -- seconds; rqmaint.requeue.runner.RECONCILE_WINDOW
 local DEFAULT_FAILURE_TTL = 31536000
 
-local WIP, INTER, FAILED, LEDGER, CALLS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local WIP, INTER, FAILED, LEDGER, CALLS, AUDIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local QUEUES = RQ .. 'queues'
 
 local function k_job(id) return RQ .. 'job:' .. id end
@@ -96,6 +107,15 @@ local recorded = false
 local function record(outcome, id, detail)
     recorded = true
     write('ZADD', CALLS, call_score, call_id .. '|' .. outcome .. '|' .. id .. '|' .. tostring(detail or ''))
+end
+
+-- The audit trail: one entry per change, length-capped with a bounded trim (LIMIT); the age cap is
+-- applied once per call by finish(). Fields: rqmaint.audit.FIELDS.
+local audited = false
+local function audit(action, id, detail)
+    audited = true
+    write('XADD', AUDIT, 'MAXLEN', '~', audit_max, 'LIMIT', audit_limit, '*', 'action', action,
+        'queue', qname, 'job', id, 'detail', tostring(detail or ''), 'run', audit_run, 'by', audit_by)
 end
 
 -- Key types. A key that does not exist is fine for every use; shared keys are looked up once a call.
@@ -350,19 +370,23 @@ end
 
 -- Count this abandonment and requeue the job, or give it up past the limit. ``count`` is the
 -- counter's value, checked (counter_value) before the job's first write.
-local function settle(id, jkey, origin, f, count, since)
+-- ``source``: where the job was found (started, intermediate, failed), for the audit entry.
+local function settle(id, jkey, origin, f, count, since, source)
     count = count + 1
     write('SET', k_abandons(id), count, 'EX', counter_ttl)  -- the INCR of the checked value
     moved[id] = true
+    local where = 'from ' .. source .. ' to ' .. origin .. ', abandoned ' .. count .. 'x'
     if count > max_requeues then
         give_up(id, jkey, origin, count, f)
         emit('given_up', id, count, since)
         record('given_up', id, count)
+        audit('give_up', id, where .. ' (max ' .. max_requeues .. ')')
     else
         requeue(id, jkey, origin, f)
         requeued_n = requeued_n + 1
         emit('requeued', id, count, since)
         recorded = true
+        audit('requeue', id, where)
     end
 end
 
@@ -520,6 +544,7 @@ local function reconcile(entry)
         local what = table.concat(actions, '+')
         emit('reconciled', id, what)
         record('reconciled', id, what)
+        audit('repair', id, what)
     end
 end
 
@@ -603,6 +628,11 @@ local function finish(scanned, more)
         -- rqmaint's own short-term records: they never outlive the re-check window
         write('EXPIRE', LEDGER, LEDGER_TTL)
         write('EXPIRE', CALLS, LEDGER_TTL)
+    end
+    if audited then
+        -- the age cap: entries older than audit_age go (whole stream nodes, at most audit_limit)
+        local minid = string.format('%d-0', math.max(0, math.floor((now - audit_age) * 1000)))
+        write('XTRIM', AUDIT, 'MINID', '~', minid, 'LIMIT', audit_limit)
     end
     return cjson.encode({out = out, requeued = requeued_n, scanned = scanned, more = more, resent = resent})
 end

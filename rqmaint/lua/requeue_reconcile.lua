@@ -1,8 +1,8 @@
 -- requeue_reconcile.lua: re-check ledger entries (KEYS[4]) of recent requeues and repair what a lost
 -- race against RQ's lock-less cleanup broke (see "Lost races" in requeue_lib.lua). Appended to
--- requeue_lib.lua (KEYS, ARGV[1..17], return value: see there).
+-- requeue_lib.lua (KEYS, ARGV[1..22], return value: see there).
 --
--- ARGV[18..] ledger entries "<id>|<retries_left>" to check (read by the runner in bounded chunks)
+-- ARGV[23..] ledger entries "<id>|<retries_left>" to check (read by the runner in bounded chunks)
 --
 -- Touches  <prefix>:job:<id> (status, TTL), <prefix>:failed:<origin>, <prefix>:scheduled:<origin>
 --          (ZREM), <prefix>:queue:<origin> (LREM of an extra copy, from the tail), KEYS[5].

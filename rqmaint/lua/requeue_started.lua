@@ -1,17 +1,17 @@
 -- requeue_started.lua: abandoned entries of the queue's started registry (KEYS[1]) back on their
 -- queue, atomically per job; every job's state is re-checked here (the runner only says where to
--- look). Appended to requeue_lib.lua (KEYS, ARGV[1..17], return value: see there).
+-- look). Appended to requeue_lib.lua (KEYS, ARGV[1..22], return value: see there).
 --
--- ARGV[18] "range": ARGV[19] offset, ARGV[20] limit: the script takes the due members itself
+-- ARGV[23] "range": ARGV[24] offset, ARGV[25] limit: the script takes the due members itself
 --          (ZRANGEBYSCORE KEYS[1] -inf now LIMIT offset limit);
---          "members": ARGV[19..] the members to look at (one job's entries, for explain).
+--          "members": ARGV[24..] the members to look at (one job's entries, for explain).
 --
 -- Touches  KEYS[1] (ZREM), <prefix>:job:<id> (+ :dependents, <prefix>:job::<id>:dependencies),
 --          <prefix>:queue:<origin>, <prefix>:queues, <prefix>:queue:<origin>:intermediate
 --          (+ :first_seen:<id>), <prefix>:execution:<id>:<exec>, <prefix>:executions:<id>,
 --          <prefix>:worker:<w> (HDEL current_job only, never creating it), <prefix>:worker:<w>:executions
 --          (SREM), <prefix>:failed:<origin> and <prefix>:results:<id> (give up), <own>abandons:<id>,
---          KEYS[4], KEYS[5].
+--          KEYS[4], KEYS[5], KEYS[6] (audit).
 -- Outcomes requeued, given_up, already_queued, gone, not_due, live_worker, in_started, missing_job,
 --          no_origin, unknown_origin, malformed, status (detail: the status), unverified, wrong_type.
 
@@ -130,8 +130,9 @@ for _, member in ipairs(members) do
                         moved[id] = true
                         emit('already_queued', id, '', score)
                         record('already_queued', id, '')
+                        audit('repair', id, 'already queued: its started entry removed')
                     else
-                        settle(id, jkey, origin, f, count, score)
+                        settle(id, jkey, origin, f, count, score, 'started')
                     end
                 end
             end

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from rqmaint import keys, scripts
+from rqmaint import audit, keys, scripts
 from rqmaint.requeue.abandoned import INTERMEDIATE_GRACE
 from rqmaint.requeue.outcome import Outcome
 
@@ -52,12 +52,13 @@ def script_keys(queue: str) -> list[str]:
         keys.failed(queue),
         keys.requeued(queue),
         keys.requeue_calls(queue),
+        keys.audit(),
     ]
 
 
 @dataclass
 class CallArgs:
-    """ARGV[1..17] (see requeue_lib.lua)."""
+    """ARGV[1..22] (see requeue_lib.lua)."""
 
     queue: str
     now: float
@@ -69,6 +70,7 @@ class CallArgs:
     call_id: str
     score: float
     previous_score: float | None
+    by: str = "requeue-abandoned"  # the audit trail's "by" (rqmaint.audit)
 
     def argv(self, tail: list[Any]) -> list[Any]:
         return [
@@ -86,6 +88,7 @@ class CallArgs:
             self.call_id,
             repr(self.score),
             "" if self.previous_score is None else repr(self.previous_score),
+            *audit.script_args(self.by),
             *tail,
         ]
 

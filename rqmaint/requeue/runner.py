@@ -40,6 +40,7 @@ class RequeueOptions:
     max_requeues: int = DEFAULT_MAX_REQUEUES
     limit: int | None = None
     batch_size: int = DEFAULT_BATCH
+    by: str = "requeue-abandoned"  # the command, for the audit trail (watch, clean, worker)
 
 
 def redis_now(client: redis.Redis) -> float:
@@ -225,6 +226,7 @@ class Requeuer:
             call_id=f"{self._token}.{self._seq}",
             score=self._score,
             previous_score=self._last_score,
+            by=self.opts.by,
         )
 
     def _failed_candidates(self, found: list[tuple[bytes, str, bytes, bytes]]) -> list[tuple[bytes, str]]:

@@ -152,6 +152,17 @@ def test_poison_job_given_up_after_max_requeues(cli, client, redis_url, tmp_path
     ((_, entry),) = client.xrevrange(f"rq:results:{job.id}", count=1)
     text = zlib.decompress(base64.b64decode(entry[b"exc_string"])).decode()
     assert text.startswith("Abandoned 3 times") and "--max-requeues 2" in text
+    # The audit trail has each move, recorded by the script that made it
+    trail = [
+        (f[b"action"], f[b"detail"])
+        for _, f in client.xrange("rqmaint:audit")
+        if f[b"job"] == job.id.encode()
+    ]
+    assert trail == [
+        (b"requeue", b"from started to default, abandoned 1x"),
+        (b"requeue", b"from started to default, abandoned 2x"),
+        (b"give_up", b"from started to default, abandoned 3x (max 2)"),
+    ]
     # RQ itself reads that failure record
     from rq.job import Job
 
@@ -438,7 +449,8 @@ def test_no_writes_variant_is_refused_any_write_by_the_server(client):
     assert text.startswith("#!lua flags=no-writes\n")
     # Then the server itself refuses the first write: nothing changes
     try:
-        client.eval_ro(text, 5, *bindings.script_keys("default"), *args.argv(["range", 0, 10]))
+        script_keys = bindings.script_keys("default")
+        client.eval_ro(text, len(script_keys), *script_keys, *args.argv(["range", 0, 10]))
     except redis.ResponseError as error:
         assert "write" in str(error).lower(), error
     else:

@@ -167,6 +167,9 @@ def test_racing_rq_lockless_cleanup(cli, client, abandon, redis_url):
 
     expected = 1 if rqcompat.started_cleanup_skips_unstarted() else n
     assert first["reconciled"] + second["reconciled"] == expected
+    # and each repair is in the audit trail, once
+    repairs = [f[b"job"] for _, f in client.xrange("rqmaint:audit") if f[b"action"] == b"repair"]
+    assert len(repairs) == len(set(repairs)) == expected
     for j in ids:
         assert client.hget(f"rq:job:{j}", "status") == b"queued"
     assert client.zcard("rq:failed:default") == 0
@@ -197,6 +200,10 @@ def test_lost_replies_still_give_exact_totals_and_ids(cli, client, abandon, serv
     places = _assert_each_in_one_place(client, "default", ids)
     assert sum(p == ["queue"] for p in places.values()) == len(ids) - len(poison)
     assert all(places[j] == ["failed"] for j in poison)
+    # And the audit trail has one entry per move, none doubled by a re-sent call
+    trail = [(f[b"action"].decode(), f[b"job"].decode()) for _, f in client.xrange("rqmaint:audit")]
+    assert len(trail) == len(set(trail)) == len(ids)
+    assert sorted(j for a, j in trail if a == "give_up") == poison
 
 
 def test_lost_replies_still_list_exactly_the_moved_ids(cli, client, abandon, server):

@@ -80,7 +80,13 @@ def test_history_is_read_only(client):
 
 
 def test_script_args():
-    assert audit.script_args("watch") == [audit.run_id(), "watch", audit.MAX_ENTRIES]
+    assert audit.script_args("watch") == [
+        audit.run_id(),
+        "watch",
+        audit.MAX_ENTRIES,
+        audit.TRIM_LIMIT,
+        audit.MAX_AGE,
+    ]
 
 
 def test_a_clean_records_its_totals(client, abandon):

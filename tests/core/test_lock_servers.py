@@ -123,3 +123,17 @@ def test_lease_renews_on_a_server_without_client_command(renamed_client_server):
     finally:
         assert lease.release() is True
     assert not admin.exists(LOCK)
+
+
+def test_release_without_scripts_is_recorded_in_its_multi(no_script_server):
+    url, admin, _ids = no_script_server
+    admin.set(LOCK, "1", ex=899)
+    result = run_process(
+        rqmaint_argv("lock", "release", "-q", "default", "--yes", "--url", url), env=process_env(None)
+    )
+    assert result.returncode == 0, result.stderr
+    assert not admin.exists(LOCK)
+    ((_id, entry),) = admin.xrange("rqmaint:audit")
+    assert (entry[b"action"], entry[b"detail"], entry[b"by"]) == (b"lock_release", b"1", b"lock release")
+    denied = {e[b"object"].decode() for e in admin.execute_command("ACL", "LOG")}
+    assert "evalsha" in denied  # the script was really refused: the WATCH/MULTI path recorded it

@@ -120,3 +120,34 @@ def test_binary_value_is_released(cli, client):
     doc = json.loads(result.stdout)
     assert doc["released"] is True and doc["reason"] == "released"
     assert client.exists(KEY) == 0
+
+
+def _trail(client) -> list[dict[bytes, bytes]]:
+    return [fields for _id, fields in client.xrange("rqmaint:audit")]
+
+
+def test_release_is_recorded_with_the_value_removed(cli, client):
+    # Given a lock with a long value (another tool's), released by the operator
+    _queue(client)
+    value = b"x" * 10_000
+    client.set(KEY, value, ex=899)
+    assert cli("lock", "release", "-q", "default", "--yes").exit_code == 0
+    # Then the release and the value it removed (shortened) are in the audit trail, by the same script
+    (entry,) = _trail(client)
+    assert (entry[b"action"], entry[b"queue"], entry[b"by"]) == (b"lock_release", b"default", b"lock release")
+    assert entry[b"detail"].startswith(b"xxx") and entry[b"detail"].endswith(b"...")
+    assert len(entry[b"detail"]) <= 4096
+    # And a release that removes nothing (changed hands, dry run, not held) records nothing
+    client.set(KEY, "1", ex=899)
+    assert cli("lock", "release", "-q", "default", "--dry-run").exit_code == 0
+    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    assert lease is None  # still RQ's "1"
+    assert lock.release_if(client, "default", "something else") is False
+    assert len(_trail(client)) == 1
+
+
+def test_a_lease_releasing_its_own_value_is_not_recorded(client):
+    _queue(client)
+    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    assert lease is not None and lease.release() is True
+    assert _trail(client) == []
