@@ -37,10 +37,22 @@ for i = MODE_ARGS, #ARGV do
         local bad = wrong_key({{jkey, 'hash', false}, {k_execs(id), 'zset', false}, {seen_key, 'string', false}})
         local in_started = false
         if not bad then
-            in_started = redis.call('ZSCORE', WIP, id) ~= false
-            if not in_started then
-                for _, exec in ipairs(redis.call('ZRANGE', k_execs(id), 0, -1)) do
-                    if redis.call('ZSCORE', WIP, id .. ':' .. exec) then in_started = true break end
+            -- started in this queue, or in the job's origin when that is another queue (a job is
+            -- pushed to its origin: one started under a live worker there must never be pushed again)
+            local wips = {WIP}
+            local o = redis.call('HGET', jkey, 'origin')
+            if o and o ~= '' and o ~= qname then
+                local other = k_wip(o)
+                if is_type(other, 'zset', true) then wips[2] = other else bad = other end
+            end
+            for _, w in ipairs(wips) do
+                if bad or in_started then break end
+                -- (a member "<id>:" with an empty execution id is the job too: requeue_started.lua)
+                in_started = redis.call('ZSCORE', w, id) ~= false or redis.call('ZSCORE', w, id .. ':') ~= false
+                if not in_started then
+                    for _, exec in ipairs(redis.call('ZRANGE', k_execs(id), 0, -1)) do
+                        if redis.call('ZSCORE', w, id .. ':' .. exec) then in_started = true break end
+                    end
                 end
             end
         end

@@ -293,4 +293,4 @@ def test_every_queried_metric_is_served_during_an_incident(client, abandon, redi
     assert 'rqmaint_oldest_stalled_job_age_seconds{queue="emails"}' in text
     assert re.search(r'rqmaint_lock_held_seconds\{holder_kind="rq-worker",queue="reports"\} \d', text)
     assert 'rqmaint_last_success_age_seconds{kind="clean",queue="default"}' in text
-    assert 'rqmaint_script_calls_total{result="ok",script="requeue_abandoned"}' in text
+    assert 'rqmaint_script_calls_total{result="ok",script="requeue_started"}' in text
