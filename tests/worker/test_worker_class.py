@@ -132,23 +132,27 @@ def test_bad_keyword_setting_raises_a_settings_error(client: redis.Redis) -> Non
 @pytest.mark.parametrize(
     ("state", "logged"),
     [
-        # the job key is not a hash: Redis answers WRONGTYPE inside the requeue (and inside RQ's cleanup)
+        # the job key is not a hash: rqmaint's requeue reports it as a problem (checked before any
+        # write), then RQ's own cleanup meets WRONGTYPE
         pytest.param(
             "wrong-type",
-            "rqmaint: maintenance of queue wq-odd failed, the worker goes on: ResponseError: WRONGTYPE",
+            (
+                "rqmaint: queue wq-odd: requeued 0 abandoned job(s), gave up on 0, 1 problem(s)",
+                "rqmaint: maintenance of queue wq-odd failed, the worker goes on: ResponseError: WRONGTYPE",
+            ),
             id="wrong-type",
         ),
         # the started-registry entry outlived its job hash
         pytest.param(
             "missing",
-            "rqmaint: queue wq-odd: requeued 0 abandoned job(s), gave up on 0, 1 problem(s)",
+            ("rqmaint: queue wq-odd: requeued 0 abandoned job(s), gave up on 0, 1 problem(s)",),
             id="missing",
         ),
     ],
 )
 def test_unexpected_job_state_is_logged_in_one_line_and_the_worker_goes_on(
     state: str,
-    logged: str,
+    logged: tuple[str, ...],
     client: redis.Redis,
     spawn_worker: Callable[..., WorkerProcess],
     tmp_path: Path,
@@ -162,7 +166,10 @@ def test_unexpected_job_state_is_logged_in_one_line_and_the_worker_goes_on(
         ["wq-odd"], extra_args=[*RQMAINT_WORKER, "--maintenance-interval", "1", "--worker-ttl", "20"]
     )
     wait_for(
-        lambda: logged in w.log(), timeout=60, what=f"maintenance to meet the {state} job", diagnostics=w.log
+        lambda: all(line in w.log() for line in logged),
+        timeout=60,
+        what=f"maintenance to meet the {state} job",
+        diagnostics=w.log,
     )
     # Then: it logged one line (no traceback), and the worker goes on working jobs: a job enqueued
     # afterwards runs once to the end
@@ -179,4 +186,4 @@ def test_unexpected_job_state_is_logged_in_one_line_and_the_worker_goes_on(
     log = w.log()
     assert "Traceback" not in log, log
     rqmaint_lines = [line for line in log.splitlines() if "rqmaint" in line]
-    assert rqmaint_lines and all(logged in line for line in rqmaint_lines), rqmaint_lines
+    assert rqmaint_lines and all(any(x in line for x in logged) for line in rqmaint_lines), rqmaint_lines
