@@ -457,9 +457,12 @@ def _abandoned(inc: Incident, client: redis.Redis, abandon: Any, **_: Any) -> No
     assert sorted(client.lrange("rq:queue:default", 0, -1)) == sorted(j.encode() for j in ab.job_ids)
     assert {client.hget(f"rq:job:{j}", "status") for j in ab.job_ids} == {b"queued"}
 
-    status, dry, explained = inc.run("Verify")
+    status, dry, explained, history = inc.run("Verify")
     q = status.json["queues"][0]
     assert (q["queued"], q["started"], q["abandoned"], q["finished"]) == (3, 0, 0, 0)  # no worker left
+    moved = [e for e in history.json["entries"] if e["action"] == "requeue"]
+    assert sorted(e["job"] for e in moved) == sorted(ab.job_ids)
+    assert {e["by"] for e in moved} == {"requeue-abandoned"}
     assert (dry.json["queues"][0]["requeued"], dry.json["queues"][0]["live_worker"]) == (0, 0)
     (job,) = explained.json["jobs"]
     assert [p["where"] for p in job["places"]] == ["queue"] and job["abandons"] == 1
