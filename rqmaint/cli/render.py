@@ -298,11 +298,13 @@ def clean_report(
         lock_outcome(o, r.queue, r.outcome, r.holder)
         if r.error:
             o.error_line(r.error)
-    # only where RQ's started step ran (or would run): a refused or skipped queue sent nothing to failed
+    # only where RQ's started step ran to the end (or would run): a refused, failed or skipped queue
+    # is not counted
     to_failed = sum(
         r.plan.abandoned_to_failed
         for r in results
-        if r.requeue is None and (r.outcome == "would-clean" or "started" in r.steps_done)
+        if r.requeue is None
+        and (r.outcome == "would-clean" or (r.outcome == "cleaned" and "started" in r.steps_done))
     )
     if to_failed:
         o.info(
