@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from rqmaint import health, keys, lock, scripts
+from rqmaint.clock import redis_now as redis_now
 from rqmaint.lock import decode
 from rqmaint.requeue import bindings
 from rqmaint.requeue.abandoned import abandoned_marker, decode_failure, failure_text_is_abandonment
@@ -41,12 +42,6 @@ class RequeueOptions:
     limit: int | None = None
     batch_size: int = DEFAULT_BATCH
     by: str = "requeue-abandoned"  # the command, for the audit trail (watch, clean, worker)
-
-
-def redis_now(client: redis.Redis) -> float:
-    """Redis's clock: every decision rqmaint makes itself ("deadline passed") uses it, not ours."""
-    sec, usec = client.time()
-    return int(sec) + int(usec) / 1e6
 
 
 def _iso(ts: str | float | None) -> str | None:
