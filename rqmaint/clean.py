@@ -28,6 +28,7 @@ from rqmaint import audit, clock, health, keys, lock, rqcompat
 from rqmaint.errors import RqmaintError, UsageError
 from rqmaint.lock import LeaseLost, LockInfo, decode
 from rqmaint.requeue import QueueRequeue, RequeueOptions, Requeuer
+from rqmaint.requeue.abandoned import rq_cleanup_range
 from rqmaint.rqcompat import RqCodeFailed
 from rqmaint.stopping import StopFlag
 
@@ -157,7 +158,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
     intermediate entries (membership in the started registry by ZSCORE), and says ``sampled`` when a
     cap was reached (the classified counts then cover ``*_checked`` of ``*_total``)."""
     now = clock.redis_now(client) if now is None else now
-    score = int(now)
+    score = rq_cleanup_range(now)[1]  # RQ's cut-off (finished, failed and deferred registries too)
     deferred_expires = rqcompat.deferred_cleanup_expires()  # 2.0-2.7 only (1.16: no step; 2.8: no-op)
     strips = rqcompat.started_membership_strips_execution()  # how RQ tests "in the started registry"
     grace = rqcompat.intermediate_has_grace()
@@ -168,7 +169,7 @@ def plan(client: redis.Redis, queue: str, now: float | None = None) -> CleanPlan
     pipe.zcount(keys.failed(queue), 0, score)
     pipe.zcount(keys.deferred(queue), 0, score)
     pipe.zcount(started_key, "-inf", "(0")  # rank of the first entry RQ's cleanup considers
-    pipe.zcount(started_key, 0, score)
+    pipe.zcount(started_key, *rq_cleanup_range(now))  # what RQ's cleanup takes (requeue.abandoned)
     pipe.scard(keys.workers_of(queue))
     pipe.sscan(keys.workers_of(queue), 0, count=WORKER_SCAN)
     pipe.llen(keys.intermediate(queue))

@@ -32,8 +32,9 @@ if ARGV[MODE_ARGS] == 'scan' then
     local members = page[2]
     for i = 1, #members, 2 do
         local id = members[i]
-        local f = read('HMGET', k_job(id), 'status', 'exc_info')
-        if f and f[1] == 'failed' then
+        local jkey = k_job(id)
+        local status = read('HGET', jkey, 'status')
+        if status == 'failed' then
             local newest = read('XREVRANGE', k_results(id), '+', '-', 'COUNT', 1)
             if newest and newest[1] then
                 local fields = newest[1][2]
@@ -51,11 +52,15 @@ if ARGV[MODE_ARGS] == 'scan' then
                     reply[#reply + 1] = newest[1][1]
                     reply[#reply + 1] = record
                 end
-            elseif f[2] and #f[2] <= EXC_INFO then
-                reply[#reply + 1] = id
-                reply[#reply + 1] = 'h'
-                reply[#reply + 1] = ''
-                reply[#reply + 1] = f[2]
+            elseif (read('HSTRLEN', jkey, 'exc_info') or EXC_INFO + 1) <= EXC_INFO then
+                -- (its length first: a traceback's exc_info, kilobytes, is never copied into the script)
+                local exc = read('HGET', jkey, 'exc_info')
+                if exc then
+                    reply[#reply + 1] = id
+                    reply[#reply + 1] = 'h'
+                    reply[#reply + 1] = ''
+                    reply[#reply + 1] = exc
+                end
             end
         end
     end
@@ -101,14 +106,14 @@ for i = MODE_ARGS + 1, #ARGV, 2 do
         end
         local f = job_fields(jkey)
         local origin, why = origin_of(f[F_ORIGIN])
-        if unchanged and origin then bad = wrong_key(settle_checks(id, origin)) end
+        if unchanged and origin then bad = settle_key_bad(origin) end
         local count = 0
         if unchanged and origin and not bad then
             count = counter_value(id)
             if count == false then bad = k_abandons(id) end
         end
-        local busy, overdue = false, {}
-        if unchanged and origin and not bad then busy, overdue = other_entries(WIP, id, '') end
+        local busy, overdue, too_many, bad_x = false, {}, false, false
+        if unchanged and origin and not bad then busy, overdue, bad_x, too_many = other_entries(WIP, id, '') end
         if not unchanged then
             emit('gone', id)
         elseif not origin then
@@ -117,6 +122,8 @@ for i = MODE_ARGS + 1, #ARGV, 2 do
             emit('wrong_type', id, bad)
         elseif busy then
             emit('in_started', id)  -- an execution of it may be running: not a failed job any more
+        elseif too_many then
+            emit('unverified', id)  -- executions past EXECS_CAP: not all checked, left alone
         elseif queued_on(origin, id, 'failed', f[F_RETRIES]) then
             emit('already_queued', id)  -- queued and failed at once: left for reconciliation
         else

@@ -3,8 +3,11 @@
 -- IntermediateQueue.cleanup would fail them: first sighting marked (first_seen, as RQ does), stuck
 -- after ARGV[14] seconds. Appended to requeue_lib.lua (KEYS, ARGV[1..22], return value: see there).
 --
--- ARGV[23..] the ids (read from the list by the runner; each is re-checked with LPOS: the list holds
---          only in-flight jobs, a handful per worker)
+-- ARGV[23]   the window: the runner read the ids from the list's first ARGV[23] entries. Entries only
+--            ever leave the list or are appended behind (RQ's LMOVE pushes at the tail), so an id
+--            still in the list is within that window: each is re-checked with LPOS MAXLEN window
+--            (bounded work, however long the list).
+-- ARGV[24..] the ids.
 --
 -- Touches  KEYS[2] (LREM), <prefix>:queue:<queue>:intermediate:first_seen:<id> (SET NX EX, DEL), the
 --          job's keys as requeue_started.lua does, KEYS[4], KEYS[5], KEYS[6] (audit).
@@ -20,7 +23,8 @@ end
 
 local scanned = 0
 local more = false
-for i = MODE_ARGS, #ARGV do
+local window = math.max(1, int_or(ARGV[MODE_ARGS], 1))
+for i = MODE_ARGS + 1, #ARGV do
     if scanned > 0 and over_budget() then
         more = true
         break
@@ -29,7 +33,7 @@ for i = MODE_ARGS, #ARGV do
     local id = ARGV[i]
     local seen_key = k_seen(qname, id)
     local jkey = k_job(id)
-    if moved[id] or not redis.call('LPOS', INTER, id) then
+    if moved[id] or not redis.call('LPOS', INTER, id, 'MAXLEN', window) then
         emit('gone', id)
     elseif not valid_id(id) then
         emit('malformed', id)
@@ -50,8 +54,12 @@ for i = MODE_ARGS, #ARGV do
                 -- (a member "<id>:" with an empty execution id is the job too: requeue_started.lua)
                 in_started = redis.call('ZSCORE', w, id) ~= false or redis.call('ZSCORE', w, id .. ':') ~= false
                 if not in_started then
-                    for _, exec in ipairs(redis.call('ZRANGE', k_execs(id), 0, -1)) do
-                        if redis.call('ZSCORE', w, id .. ':' .. exec) then in_started = true break end
+                    local execs = redis.call('ZRANGE', k_execs(id), 0, EXECS_CAP)
+                    -- (past EXECS_CAP executions: not all checked, so taken as started: left alone)
+                    in_started = #execs > EXECS_CAP
+                    for _, exec in ipairs(execs) do
+                        if in_started then break end
+                        if redis.call('ZSCORE', w, id .. ':' .. exec) then in_started = true end
                     end
                 end
             end
@@ -72,7 +80,7 @@ for i = MODE_ARGS, #ARGV do
             local f = job_fields(jkey)
             local status = f[F_STATUS]
             local origin, why = origin_of(f[F_ORIGIN])
-            if origin then bad = wrong_key(settle_checks(id, origin)) end
+            if origin then bad = settle_key_bad(origin) end
             local count = 0
             if origin and not bad then
                 count = counter_value(id)
@@ -92,7 +100,7 @@ for i = MODE_ARGS, #ARGV do
                 emit('unverified', id, '', seen)
             else
                 -- the first write of this job: every check is behind us
-                write('LREM', INTER, 0, id)
+                write('LREM', INTER, 1, id)  -- LPOS found it within the window: LREM stops there
                 write('DEL', seen_key)
                 if queued then
                     moved[id] = true

@@ -198,6 +198,9 @@ local function counter_value(id)
     return n
 end
 
+-- At most this many of a job's executions (<prefix>:executions:<id>, one per run of the job) are read.
+local EXECS_CAP = 100
+
 -- Plain fields of a job hash read by this script, in one HMGET (F_* index it).
 local JOB_FIELDS = {'status', 'origin', 'worker_name', 'ttl', 'retries_left', 'failure_ttl'}
 local F_STATUS, F_ORIGIN, F_WORKER, F_TTL, F_RETRIES, F_FAILURE_TTL = 1, 2, 3, 4, 5, 6
@@ -206,15 +209,23 @@ local function job_fields(jkey)
     return redis.call('HMGET', jkey, unpack(JOB_FIELDS))
 end
 
--- The keys a settle (requeue or give up) of ``id`` to ``origin`` writes with a type-bound command,
--- with the type each must have (the counter is checked by counter_value, the results stream by
--- give_up_check; the dependency sets only get EXPIRE/PERSIST, which work on any type).
-local function settle_checks(id, origin)
-    return {
-        {k_queue(origin), 'list', true},
-        {k_inter(origin), 'list', true},
-        {k_failed(origin), 'zset', true},
-    }
+-- The first key a settle (requeue or give up) to ``origin`` writes with a type-bound command that has
+-- the wrong type, or nil: the origin's queue list, intermediate list and failed registry (the counter
+-- is checked by counter_value, the results stream by give_up_check; the dependency sets only get
+-- EXPIRE/PERSIST, which work on any type). The same for every job of an origin, so looked up once a
+-- call (this call's own writes only ever create these keys with their right types).
+local settle_bad = {}  -- origin -> the bad key, or false
+local function settle_key_bad(origin)
+    local bad = settle_bad[origin]
+    if bad == nil then
+        bad = wrong_key({
+            {k_queue(origin), 'list', true},
+            {k_inter(origin), 'list', true},
+            {k_failed(origin), 'zset', true},
+        }) or false
+        settle_bad[origin] = bad
+    end
+    return bad or nil
 end
 
 -- Giving up writes the results stream (XADD): its type, when this abandonment is past the limit.
@@ -249,6 +260,20 @@ local function intermediate_nonempty(origin)
     return inter_len[origin] > 0
 end
 
+-- Take ``id`` out of ``origin``'s intermediate list with bounded work: the whole list when it is short
+-- (an intermediate list holds one entry per busy worker), else only a copy within INTER_SCAN entries
+-- of the head (LREM 1 stops at the copy LPOS found). A copy further in is left to the intermediate
+-- mode, which finds the job queued and only removes the entry ("already_queued").
+local INTER_SCAN = 10000
+local function remove_from_intermediate(origin, id)
+    local key = k_inter(origin)
+    if inter_len[origin] <= INTER_SCAN then
+        write('LREM', key, 0, id)
+    elseif redis.call('LPOS', key, id, 'MAXLEN', INTER_SCAN) then
+        write('LREM', key, 1, id)
+    end
+end
+
 -- Is a live worker busy with this job? Only a worker whose hash exists, carries no death mark and
 -- says it works on this job (current_job, RQ <= 2.x; or its executions set, RQ 3.0) counts.
 -- Returns live, and the worker's current_job (false when its hash is gone). Types checked before.
@@ -267,11 +292,14 @@ end
 
 -- The job's other started entries in ``wip``, through its executions: true if one is still current
 -- (its deadline ahead: that execution may be running), else the overdue ones to remove with it.
--- A third value true: the index has the wrong type (nothing read).
+-- A third value true: the index has the wrong type (nothing read); a fourth: the index holds more
+-- than EXECS_CAP executions (RQ adds one per run of the job: only hostile data gets there), which
+-- are not all read (bounded work): the job is left alone and reported unverified.
 local function other_entries(wip, id, member)
     local overdue = {}
-    local execs, bad = read('ZRANGE', k_execs(id), 0, -1)
+    local execs, bad = read('ZRANGE', k_execs(id), 0, EXECS_CAP)
     if bad then return false, overdue, true end
+    if #execs > EXECS_CAP then return false, overdue, false, true end  -- too many to check: left alone
     for _, exec in ipairs(execs) do
         local other = id .. ':' .. exec
         if other ~= member then
@@ -307,7 +335,7 @@ local function clear_execution(wip, id, member, exec, wname, origin, current)
     end
     if intermediate_nonempty(origin) then
         -- (a first_seen key of a job no longer in the list is left to expire, as RQ leaves it)
-        write('LREM', k_inter(origin), 0, id)
+        remove_from_intermediate(origin, id)
         write('DEL', k_seen(origin, id))
     end
 end
@@ -467,7 +495,9 @@ local function running(id, origin)
     local owip = k_wip(origin)
     if not is_type(owip, 'zset', true) then return true end  -- can't tell: leave the job alone
     if redis.call('ZSCORE', owip, id) then return true end
-    for _, exec in ipairs(redis.call('ZRANGE', k_execs(id), 0, -1)) do
+    local execs = redis.call('ZRANGE', k_execs(id), 0, EXECS_CAP)
+    if #execs > EXECS_CAP then return true end  -- too many to check (bounded work): left alone
+    for _, exec in ipairs(execs) do
         if redis.call('ZSCORE', owip, id .. ':' .. exec) then return true end
     end
     return false

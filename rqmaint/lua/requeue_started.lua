@@ -15,28 +15,37 @@
 -- Outcomes requeued, given_up, already_queued, gone, not_due, live_worker, in_started, missing_job,
 --          no_origin, unknown_origin, malformed, status (detail: the status), unverified, wrong_type.
 
-local members
+-- members[i], scores[i]: the range's members come with their scores (read by this very script, so
+-- they are current: nothing else runs while it does); an explicit member's score is read here.
+local members, scores = {}, {}
 if not begin({{WIP, 'zset', true}}) then return finish(0, false) end
 if ARGV[MODE_ARGS] == 'range' then
     local limit = tonumber(ARGV[MODE_ARGS + 2]) - resent_removed
-    members = {}
     if limit > 0 then
-        members = redis.call('ZRANGEBYSCORE', WIP, '-inf', now, 'LIMIT', tonumber(ARGV[MODE_ARGS + 1]), limit)
+        local rows = redis.call('ZRANGEBYSCORE', WIP, '-inf', now, 'WITHSCORES', 'LIMIT',
+            tonumber(ARGV[MODE_ARGS + 1]), limit)
+        for i = 1, #rows, 2 do
+            members[#members + 1] = rows[i]
+            scores[#scores + 1] = rows[i + 1]
+        end
     end
 else
-    members = {}
-    for i = MODE_ARGS + 1, #ARGV do members[#members + 1] = ARGV[i] end
+    for i = MODE_ARGS + 1, #ARGV do
+        members[#members + 1] = ARGV[i]
+        scores[#scores + 1] = redis.call('ZSCORE', WIP, ARGV[i])
+    end
 end
 
 local scanned = 0
 local more = false
-for _, member in ipairs(members) do
+for i, member in ipairs(members) do
     if scanned > 0 and over_budget() then
         more = true
         break
     end
     scanned = scanned + 1
-    local score = redis.call('ZSCORE', WIP, member)
+    -- (an entry this call removed since the read is another entry of a job it settled: moved[id])
+    local score = scores[i]
     local id, exec = split(member)
     if not score then
         emit('gone', member)
@@ -93,13 +102,13 @@ for _, member in ipairs(members) do
                     end
                 end
             end
-            local busy, overdue = false, {}
+            local busy, overdue, too_many = false, {}, false
             if origin and not bad then
                 local bad_x
-                busy, overdue, bad_x = other_entries(WIP, id, member)
+                busy, overdue, bad_x, too_many = other_entries(WIP, id, member)
                 if bad_x then bad = k_execs(id) end
             end
-            if origin and not bad then bad = wrong_key(settle_checks(id, origin)) end
+            if origin and not bad then bad = settle_key_bad(origin) end
             local count = 0
             if origin and not bad then
                 count = counter_value(id)
@@ -115,6 +124,8 @@ for _, member in ipairs(members) do
                 emit('live_worker', id, wname, score)
             elseif busy then
                 emit('in_started', id, '', score)  -- another execution of it may still be running
+            elseif too_many then
+                emit('unverified', id, '', score)  -- executions past EXECS_CAP: not all checked, left
             else
                 local queued = queued_on(origin, id, status, f[F_RETRIES])
                 if queued == nil then

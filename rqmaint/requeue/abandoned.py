@@ -40,6 +40,13 @@ def due_range(now: float) -> tuple[str, float]:
     return ("-inf", now)
 
 
+def rq_cleanup_range(now: float) -> tuple[int, int]:
+    """``ZCOUNT``/``ZRANGEBYSCORE`` bounds of the started entries RQ's own cleanup takes at ``now``
+    (``StartedJobRegistry.get_expired_job_ids``: scores ``0..int(now)``): due entries, less any with a
+    negative score or a deadline in the current second. ``clean``'s plan predicts RQ's code with it."""
+    return (0, int(now))
+
+
 def not_due_range(now: float, until: float) -> tuple[str, float]:
     """``ZRANGEBYSCORE`` bounds of the entries not due yet whose deadline is at most ``until`` (the
     complement of :func:`due_range` up to ``until``: no entry is in both)."""

@@ -23,7 +23,8 @@ class Outcome(str, Enum):
     UNKNOWN_ORIGIN = "unknown_origin"
     MALFORMED = "malformed"
     STATUS = "status"  # a status that is not requeued (detail: the status)
-    UNVERIFIED = "unverified"  # marked queued on a queue too long to check cheaply: left alone
+    UNVERIFIED = "unverified"  # not checkable with bounded work (queued on a huge queue, or more
+    # executions than EXECS_CAP): left alone
     WRONG_TYPE = "wrong_type"  # a key the move would touch has the wrong type (detail: the key)
     NAME_COLLISION = "name_collision"  # a queue "<q>:intermediate" exists: q's intermediate list is skipped
 

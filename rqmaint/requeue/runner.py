@@ -30,6 +30,7 @@ DEFAULT_BATCH = 500
 RECONCILE_WINDOW = 900  # seconds a requeue stays in the ledger <own>requeued:<queue> (RQ's lock: 899)
 RECONCILE_CHUNK = 500  # ledger entries read per round trip at the start of a run
 FAILED_SCAN = 100  # failed-registry entries per ZSCAN step (two reads per entry, in Lua: ~1-4 ms a step)
+INTERMEDIATE_SCAN = 10000  # explain looks for a job within this many intermediate entries (bounded)
 TRIM_CHUNK = 1000  # expired ledger entries removed per command (bounded, however large the ledger)
 
 
@@ -200,7 +201,8 @@ class Requeuer:
             ids = cast(list[bytes], self.client.lrange(key, offset, offset + room - 1))
             if not ids:
                 return
-            result = self._budgeted("intermediate", list(ids), "intermediate")
+            window = offset + len(ids)  # the script re-finds each id within the list's first entries
+            result = self._budgeted("intermediate", [window, *ids], "intermediate", head=1)
             if any(o is Outcome.NAME_COLLISION for o, _, _, _ in result.outcomes):
                 return
             offset += len(ids) if self.opts.dry_run else self._stayed(result)
@@ -342,8 +344,9 @@ def explain_job(
     members = [m for m, _score in started_members(client, queue, job_id)]
     if members:
         r._call("started", ["members", *members], "started")
-    if client.lpos(keys.intermediate(queue), job_id) is not None:
-        r._call("intermediate", [job_id], "intermediate")
+    position = client.lpos(keys.intermediate(queue), job_id, maxlen=INTERMEDIATE_SCAN)
+    if position is not None:
+        r._call("intermediate", [cast(int, position) + 1, job_id], "intermediate")
     if client.zscore(keys.failed(queue), job_id) is not None:
         fields = cast(list[bytes | None], client.hmget(keys.job(job_id), ["status", "exc_info"]))
         newest = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrevrange(keys.results(job_id), count=1))

@@ -568,3 +568,23 @@ def test_every_key_comes_from_the_prefix(client):
     assert client.zcard("rqmaint:{tenant}:requeued:default") == 1
     assert client.zcard("rq:wip:default") == 1 and not client.exists("rq:queue:default")
     assert not client.exists("rqmaint:abandons:j1")
+
+
+def test_a_job_with_more_executions_than_are_checked_is_left_unverified(cli, client, abandon):
+    # Given two abandoned jobs, one of whose execution index holds far more executions than RQ ever
+    # writes (one per run of the job): checking them all would be unbounded work in one script call
+    ab = abandon("default", 2)
+    age_abandoned(client, "default", 200)
+    crowded, plain = ab.job_ids
+    client.zadd(f"rq:executions:{crowded}", {f"x{i:04d}": time.time() + 3600 for i in range(150)})
+    # When
+    result = cli("requeue-abandoned", "--json")
+    # Then the crowded one is left where it is and reported (exit 4); the other one is requeued
+    assert result.exit_code == 4, result.stderr
+    (rep,) = json.loads(result.stdout)["queues"]
+    assert rep["requeued"] == 1 and rep["skipped_reasons"] == {"unverified": 1}
+    assert _where(client, "default", crowded) == ["started"]
+    assert _where(client, "default", plain) == ["queue"]
+    # and explain says the same (the same script, read-only)
+    explained = json.loads(cli("explain", crowded, "--json").stdout)
+    assert "unverified" in json.dumps(explained)
