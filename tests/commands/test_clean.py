@@ -196,7 +196,7 @@ def test_lost_lease_stops_at_next_safe_point(client, abandon):
     abandon("default")
     age_abandoned(client, "default", 200)
     client.zadd("rq:failed:default", {"expired-failure": 1})
-    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0, by="test")
     assert lease is not None
 
     def thief(job, *exc_info):  # type: ignore[no-untyped-def]
