@@ -5,16 +5,17 @@ Each entry has the fields :data:`FIELDS`:
 
 - ``action``: an :class:`Action` (``requeue``, ``give_up``, ``repair``, ``lock_release``, ``clean``);
 - ``queue``, ``job`` (``""`` when the change is not about one job);
-- ``detail``: what changed, as text (a clean's totals as JSON, the lock value a release removed, at most
-  :data:`MAX_DETAIL` bytes);
+- ``detail``: what changed, as text (what one of RQ's cleaning steps changed as JSON,
+  :class:`rqmaint.clean.StepAudit`; the lock value a release removed; at most :data:`MAX_DETAIL` bytes);
 - ``run``: the rqmaint process that made it (:func:`run_id`: host, pid and a random token);
-- ``by``: the command (``clean``, ``requeue-abandoned``, ``watch``, ``lock release``).
+- ``by``: the command (``clean``, ``requeue-abandoned``, ``watch``, ``worker``, ``lock release``).
 
 The stream is capped by length (``XADD MAXLEN ~`` :data:`MAX_ENTRIES`) and by age (``XTRIM MINID ~``,
 entries older than :data:`MAX_AGE` go, exactly). Changes made inside rqmaint's Lua scripts are recorded by the
 same script (it gets :func:`script_args` as ARGV), so a record and its change are one atomic step;
-:func:`record` is for the Python side (a lock release, the totals of RQ's own cleaning steps), written
-right after the change.
+:func:`record` is for the Python side (what each of RQ's own cleaning steps changed), written right
+after the step; a lock release (``lock release`` or a lease's own) is recorded by its script or
+WATCH/MULTI (:func:`rqmaint.lock.release_if`, :func:`add_to`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Action(str, Enum):
     GIVE_UP = "give_up"
     REPAIR = "repair"  # a lost race against RQ's lock-less cleanups, repaired
     LOCK_RELEASE = "lock_release"
-    CLEAN = "clean"  # the totals of one queue's clean (RQ's own steps)
+    CLEAN = "clean"  # what one of RQ's own cleaning steps changed on a queue (one entry per step)
 
 
 @cache

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -307,6 +307,114 @@ def _seen_at(text: str | None, now: float) -> float:
     return value if value == value else now
 
 
+#: The plan's counts (:class:`CleanPlan`) that belong to each step, shown in its audit entry.
+STEP_PLAN: dict[str, tuple[str, ...]] = {
+    "finished": ("finished_expired",),
+    "started": (
+        "started_abandoned",
+        "abandoned_to_failed",
+        "abandoned_to_retry",
+        "abandoned_missing",
+        "abandoned_not_started",
+    ),
+    "failed": ("failed_expired",),
+    "deferred": ("deferred_expired",),
+    "ready": ("ready_to_enqueue",),
+    "rate-limits": ("rate_limit_keys",),
+    "workers": ("dead_workers",),
+    "intermediate": ("intermediate_orphans", "intermediate_first_seen", "intermediate_stuck"),
+}
+
+#: The registries whose expired entries (score 0 up to the cut-off) a step removes.
+_EXPIRING: dict[str, Callable[[str], str]] = {
+    "finished": keys.finished,
+    "started": keys.started,
+    "failed": keys.failed,
+    "deferred": keys.deferred,
+}
+
+
+@dataclass
+class StepAudit:
+    """The audit trail's record of RQ's own cleaning steps on ``queue``: right after each step that
+    changed something, one ``clean`` entry (``by``: the command; None: nothing is measured or recorded).
+
+    What a step changed is *measured*, with one bounded command before the step and one after it on
+    what the step cleans, never a read of a whole registry: ``ZCOUNT 0 <cut-off>`` (O(log n)) of the
+    registry whose expired entries it removes (finished, started, failed, deferred), ``ZCARD`` of the
+    ready registry, ``SCARD`` of the rate-limit registries' set and of the queue's worker set, ``LLEN``
+    of the intermediate list (O(1)). The cut-off is the step's start (the started step's own cut-off);
+    entries workers add meanwhile score in the future and are not counted, nor are entries that expire
+    during the step itself. A counted range that was empty before the step needs no second command.
+    Sizes rather than the plan's counts decide, because they are what Redis holds, not a preview.
+
+    The entry's ``detail`` is JSON: ``step``, ``before`` and ``after`` (the measured sizes), ``plan``
+    (the read-only preview's counts for that step, computed just before the steps under the same lock:
+    they tell where abandoned jobs went, failed or retried, which a size cannot) and, for a step that
+    raised (RQ's code failing, a lost lease or a stop between two batches of abandoned jobs),
+    ``raised``: the exception's class, recorded with what the step changed before it, as far as Redis
+    still answers (a failing record never hides the step's own error).
+
+    A step whose measured size did not change records nothing, even where it wrote what no size shows
+    (an intermediate job's first sighting only sets its first_seen key; rate-limit slot moves). RQ's
+    code writes in its own transactions, which rqmaint cannot join: a crash between a step and its
+    record leaves that step unrecorded.
+    """
+
+    client: redis.Redis
+    queue: str
+    by: str | None
+    plan: CleanPlan | None = None
+
+    def size(self, step: str, cutoff: int) -> int:
+        """What ``step`` cleans, measured (see the class docstring)."""
+        c, q = self.client, self.queue
+        if step in _EXPIRING:
+            return int(c.zcount(_EXPIRING[step](q), 0, cutoff))
+        sizes: dict[str, Callable[[], Any]] = {
+            "ready": lambda: c.zcard(keys.ready(q)),
+            "rate-limits": lambda: c.scard(keys.rate_limit_keys()),
+            "workers": lambda: c.scard(keys.workers_of(q)),
+            "intermediate": lambda: c.llen(keys.intermediate(q)),
+        }
+        return int(sizes[step]())
+
+    def detail(self, step: str, before: int, after: int, raised: BaseException | None) -> str:
+        out: dict[str, object] = {"step": step, "before": before, "after": after}
+        if self.plan is not None:
+            counts = self.plan.as_dict()
+            planned = {k: counts[k] for k in STEP_PLAN[step] if counts[k]}
+            if planned:
+                out["plan"] = planned
+        if raised is not None:
+            out["raised"] = type(raised).__name__
+        return json.dumps(out, separators=(",", ":"))
+
+    @contextlib.contextmanager
+    def step(self, step: str) -> Iterator[int]:
+        """Around one step: yields its cut-off (RQ's ``current_timestamp()``) and records its change."""
+        cutoff = int(time.time())
+        if self.by is None:
+            yield cutoff
+            return
+        before = self.size(step, cutoff)
+        try:
+            yield cutoff
+        except BaseException as exc:
+            with contextlib.suppress(redis.RedisError):
+                self._record(step, cutoff, before, exc)
+            raise
+        self._record(step, cutoff, before, None)
+
+    def _record(self, step: str, cutoff: int, before: int, raised: BaseException | None) -> None:
+        if before == 0 or self.by is None:
+            return  # nothing to clean there: nothing changed (and no second command)
+        after = self.size(step, cutoff)
+        if after != before:
+            detail = self.detail(step, before, after, raised)
+            audit.record(self.client, audit.Action.CLEAN, self.queue, by=self.by, detail=detail)
+
+
 def run_rq_steps(
     client: redis.Redis,
     queue: str,
@@ -316,11 +424,13 @@ def run_rq_steps(
     done: list[str],
     *,
     classes: rqcompat.RqClasses | None = None,
+    record: StepAudit | None = None,
 ) -> None:
     """RQ's own maintenance for one queue, step by step, as the installed RQ's
     ``Worker.clean_registries`` runs it (:func:`steps`), with the deployment's ``classes``;
     ``checkpoint()`` runs before each step (and between batches of abandoned jobs) and the name of
-    each step is appended to ``done`` as it starts.
+    each step is appended to ``done`` as it starts. With ``record``, what each step changed is
+    recorded in the audit trail right after it (:class:`StepAudit`).
 
     An exception raised by RQ's code (or by a failure callback or exception handler it calls), e.g.
     ``ValueError`` for a job whose status this RQ does not know, becomes :class:`rqcompat.RqCodeFailed`
@@ -348,9 +458,8 @@ def run_rq_steps(
             "drop --exception-handler"
         )
 
-    def started() -> None:
+    def started(cutoff: int) -> None:  # cutoff: RQ's current_timestamp() at the step's start
         registry = StartedJobRegistry(name=queue, **kw)
-        cutoff = int(time.time())  # RQ's current_timestamp(), the cut-off of one cleanup() call
         while True:
             rows = cast(
                 list[tuple[bytes, float]],
@@ -366,41 +475,49 @@ def run_rq_steps(
                 return
             checkpoint()
 
-    def ready() -> None:
+    def ready(_cutoff: int) -> None:
         from rq.registry import ReadyJobRegistry
 
         ReadyJobRegistry(name=queue, **kw).cleanup()
 
-    def rate_limits() -> None:
+    def rate_limits(_cutoff: int) -> None:
         from rq.rate_limit import RateLimitRegistry
 
         for registry in RateLimitRegistry.all(client):
             registry.cleanup()
 
-    def intermediate() -> None:
+    def intermediate(_cutoff: int) -> None:
         worker = rqcompat.maintenance_worker(client, queue, worker_name, classes)
         rqcompat.clean_intermediate_queue(worker, q)
 
-    table: dict[str, tuple[str, Callable[[], object]]] = {
-        "finished": ("FinishedJobRegistry.cleanup", lambda: FinishedJobRegistry(name=queue, **kw).cleanup()),
+    table: dict[str, tuple[str, Callable[[int], object]]] = {
+        "finished": (
+            "FinishedJobRegistry.cleanup",
+            lambda _c: FinishedJobRegistry(name=queue, **kw).cleanup(),
+        ),
         "started": ("StartedJobRegistry.cleanup", started),
-        "failed": ("FailedJobRegistry.cleanup", lambda: FailedJobRegistry(name=queue, **kw).cleanup()),
-        "deferred": ("DeferredJobRegistry.cleanup", lambda: DeferredJobRegistry(name=queue, **kw).cleanup()),
+        "failed": ("FailedJobRegistry.cleanup", lambda _c: FailedJobRegistry(name=queue, **kw).cleanup()),
+        "deferred": (
+            "DeferredJobRegistry.cleanup",
+            lambda _c: DeferredJobRegistry(name=queue, **kw).cleanup(),
+        ),
         "ready": ("ReadyJobRegistry.cleanup", ready),
         "rate-limits": ("RateLimitRegistry.cleanup", rate_limits),
-        "workers": ("clean_worker_registry", lambda: clean_worker_registry(q)),
+        "workers": ("clean_worker_registry", lambda _c: clean_worker_registry(q)),
         "intermediate": ("intermediate-queue cleanup", intermediate),
     }
+    record = record or StepAudit(client, queue, None)
     for name in steps():
         what, run = table[name]
         checkpoint()
         done.append(name)
-        try:
-            run()
-        except (RqmaintError, LeaseLost, lock.StopRequested, redis.RedisError):
-            raise
-        except Exception as exc:
-            raise _rq_failed(client, queue, name, what, exc) from exc
+        with record.step(name) as cutoff:
+            try:
+                run(cutoff)
+            except (RqmaintError, LeaseLost, lock.StopRequested, redis.RedisError):
+                raise
+            except Exception as exc:
+                raise _rq_failed(client, queue, name, what, exc) from exc
 
 
 def _rq_failed(client: redis.Redis, queue: str, step: str, what: str, exc: Exception) -> RqCodeFailed:
@@ -509,17 +626,6 @@ def clean_queues(
     return run
 
 
-def _audit(client: redis.Redis, queue: str, result: QueueClean, by: str = "clean") -> None:
-    """The audit trail's record of what RQ's own steps changed (their planned counts; rqmaint's requeues
-    are recorded by its script), right after them; nothing when there was nothing to clean."""
-    rq_steps = [s for s in result.steps_done if s != "requeue-abandoned"]
-    if not rq_steps or result.plan.total == 0:
-        return
-    counts = {k: v for k, v in result.plan.as_dict().items() if v and k != "abandoned_ids"}
-    detail = json.dumps({"outcome": result.outcome, "steps": rq_steps, **counts}, separators=(",", ":"))
-    audit.record(client, audit.Action.CLEAN, queue, by=by, detail=detail)
-
-
 def clean_queue(
     client: redis.Redis,
     queue: str,
@@ -554,7 +660,7 @@ def _clean_locked(
     started: float,
     held: list[lock.Lease],
 ) -> QueueClean:
-    with lock.held(client, queue, opts.lock_ttl, opts.wait) as lease:
+    with lock.held(client, queue, opts.lock_ttl, opts.wait, by=opts.by) as lease:
         if lease is None:
             holder = lock.inspect(client, [queue])[0]
             return QueueClean(queue, "skipped-locked", CleanPlan(), holder=holder)
@@ -571,7 +677,14 @@ def _clean_locked(
             result.plan = plan(client, queue)
             _refuse_unimportable(queue, result.plan)
             run_rq_steps(
-                client, queue, opts.handlers, opts.worker_name, check, result.steps_done, classes=opts.classes
+                client,
+                queue,
+                opts.handlers,
+                opts.worker_name,
+                check,
+                result.steps_done,
+                classes=opts.classes,
+                record=StepAudit(client, queue, opts.by, result.plan),
             )
             lease.check()
         except LeaseLost:
@@ -584,7 +697,6 @@ def _clean_locked(
             # the other queues be cleaned; the lock is released on the way out.
             result.outcome = "error"
             result.error = str(exc)
-        _audit(client, queue, result, opts.by)
         if result.outcome == "cleaned":  # for watch's metrics (health.collect): when rqmaint last cleaned
             requeued = result.requeue is not None and result.requeue.outcome == "done"
             kinds = [health.KIND_CLEAN] + ([health.KIND_REQUEUE] if requeued else [])

@@ -177,14 +177,15 @@ def inspect(client: redis.Redis, queues: list[str]) -> list[LockInfo]:
 
 
 def release_if(
-    client: redis.Redis, queue: str, expected_value: str | bytes, by: str | None = "lock release"
+    client: redis.Redis, queue: str, expected_value: str | bytes, by: str = "lock release"
 ) -> bool:
     """Delete the lock only if it still holds ``expected_value`` (compared byte for byte: pass
     ``LockInfo.raw`` for a value read from Redis, which may not be UTF-8). True if deleted.
 
-    A release is recorded in the audit trail (action ``lock_release``, detail: the value removed,
-    shortened past ``audit.MAX_DETAIL``; ``by``: the command) in the same atomic step as the DEL. A
-    lease's release of its own value (``by`` None: the end of every clean/requeue) is not recorded.
+    Every release that deletes the lock is recorded in the audit trail (action ``lock_release``,
+    detail: the value removed, shortened past ``audit.MAX_DETAIL``; ``by``: the command, ``lock
+    release`` or, for a lease's release of its own value, the command holding it) in the same atomic
+    step as the DEL. A release that deletes nothing records nothing.
 
     Where the script cannot run (``EVALSHA``/``EVAL`` denied by an ACL, or renamed away), the same
     compare-and-delete is done with WATCH/GET/MULTI/DEL/XADD/EXEC, so a run never leaves its lock behind
@@ -194,18 +195,15 @@ def release_if(
     key = keys.clean_lock(queue)
     raw = expected_value.encode("utf-8") if isinstance(expected_value, str) else expected_value
     detail = audit.clip_bytes(raw)
-    script_keys: list[str] = [key]
-    args: list[str | bytes | int] = [expected_value]
-    if by is not None:
-        script_keys.append(keys.audit())
-        args += [queue, detail, *audit.script_args(by)]
+    args: list[str | bytes | int] = [expected_value, queue, detail, *audit.script_args(by)]
     try:
-        return bool(scripts.run(client, "lock_release", script_keys, args))
+        return bool(scripts.run(client, "lock_release", [key, keys.audit()], args))
     except redis.ResponseError as exc:
         if not scripts_unavailable(exc):
             raise
-    entry = None if by is None else audit.release_entry(queue, detail, by)
-    return _compare_and_set(client, key, expected_value, None, audit_entry=entry)
+    return _compare_and_set(
+        client, key, expected_value, None, audit_entry=audit.release_entry(queue, detail, by)
+    )
 
 
 def scripts_unavailable(exc: BaseException) -> bool:
@@ -304,12 +302,16 @@ class Lease:
     from when that renewal, or the acquiring SET, was sent: Redis set the key's TTL after that), so
     :meth:`check` notices a lost or unrenewable lease within one TTL even if the renewal thread is
     stuck. A renewal that finds another value (the lock was taken or released) ends the lease at once.
+
+    ``by`` names the command holding the lease (``clean``, ``watch``, ``requeue-abandoned``,
+    ``worker``): :meth:`release` records the release, with the value it removed, under that name.
     """
 
     client: redis.Redis
     queue: str
     ttl: float
     holder: Holder = field(default_factory=Holder.new)
+    by: str = "rqmaint"
     _lost: threading.Event = field(default_factory=threading.Event, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
@@ -404,18 +406,21 @@ class Lease:
             raise LeaseLost(f"lost the lock {self.key} while working: {self.lost_reason}")
 
     def release(self) -> bool:
+        """Stop renewing and delete the lock if it still holds this lease's value, recording the release
+        (by :attr:`by`) in the same atomic step (:func:`release_if`). True if deleted."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.renew_timeout + 5)
         try:
-            return release_if(self.client, self.queue, self.value, by=None)
+            return release_if(self.client, self.queue, self.value, by=self.by)
         except redis.RedisError:
             return False
 
 
-def acquire(client: redis.Redis, queue: str, ttl: float, wait: float) -> Lease | None:
-    """Try to take ``queue``'s lock, retrying for up to ``wait`` seconds. None if another holder keeps it."""
-    lease = Lease(client, queue, ttl, Holder.new(since=clock.redis_now(client)))
+def acquire(client: redis.Redis, queue: str, ttl: float, wait: float, *, by: str) -> Lease | None:
+    """Try to take ``queue``'s lock, retrying for up to ``wait`` seconds. None if another holder keeps it.
+    ``by``: the command taking it, for the audit record of its release (:class:`Lease`)."""
+    lease = Lease(client, queue, ttl, Holder.new(since=clock.redis_now(client)), by=by)
     deadline = time.monotonic() + max(0.0, wait)
     delay = 0.05
     while True:
@@ -430,9 +435,10 @@ def acquire(client: redis.Redis, queue: str, ttl: float, wait: float) -> Lease |
 
 
 @contextmanager
-def held(client: redis.Redis, queue: str, ttl: float, wait: float) -> Iterator[Lease | None]:
-    """Hold ``queue``'s lock for the block; always released (compare-and-delete) on the way out."""
-    lease = acquire(client, queue, ttl, wait)
+def held(client: redis.Redis, queue: str, ttl: float, wait: float, *, by: str) -> Iterator[Lease | None]:
+    """Hold ``queue``'s lock for the block; always released (compare-and-delete, recorded by ``by``) on
+    the way out."""
+    lease = acquire(client, queue, ttl, wait, by=by)
     try:
         yield lease
     finally:

@@ -14,6 +14,9 @@ construct it in Python like RQ's ``Worker``. Every ``maintenance_interval``, per
    clock is off from Redis's by more than :data:`rqmaint.clock.MAX_CLOCK_SKEW` seconds (RQ's code
    judges by the local clock; that is logged and the step skipped).
 
+Like ``clean``, it records in rqmaint's audit trail (``by`` ``worker``) each requeue and give-up (in
+the requeue script), what each of RQ's steps changed (right after it) and its lock release.
+
 A lease lost mid-maintenance (taken by another holder, or not renewable for one TTL) stops that queue's
 maintenance at the next safe point and is logged as its own outcome, in one line.
 
@@ -184,7 +187,7 @@ class MaintenanceMixin:
         worker: Any = self
         client: redis.Redis = worker.connection
         settings = self.rqmaint_settings
-        lease = lock.acquire(client, queue.name, settings.lease_ttl, wait=0)
+        lease = lock.acquire(client, queue.name, settings.lease_ttl, wait=0, by="worker")
         if lease is None:
             return  # another worker or rqmaint holds it
         try:
@@ -210,7 +213,7 @@ class MaintenanceMixin:
         )
 
     def _maintain_held(self, queue: Any, lease: Lease) -> None:
-        from rqmaint.clean import run_rq_steps
+        from rqmaint.clean import StepAudit, run_rq_steps
 
         worker: Any = self
         client: redis.Redis = worker.connection
@@ -241,7 +244,10 @@ class MaintenanceMixin:
         # clean_registries does: with RQ's defaults, retried jobs' and dependents' meta would be
         # rewritten with pickle on a JSON deployment.
         classes = rqcompat.RqClasses(worker.serializer, worker.job_class, worker.queue_class)
-        run_rq_steps(client, queue.name, handlers, worker.name, lease.check, [], classes=classes)
+        record = StepAudit(client, queue.name, "worker")
+        run_rq_steps(
+            client, queue.name, handlers, worker.name, lease.check, [], classes=classes, record=record
+        )
 
 
 class Worker(MaintenanceMixin, _RqWorker):

@@ -534,7 +534,7 @@ def _lock_no_expiry(inc: Incident, client: redis.Redis, **_: Any) -> None:
 def _lock_rqmaint(inc: Incident, client: redis.Redis, **_: Any) -> None:
     # Stage: another rqmaint run holding the lock as a renewed lease (this process is that run).
     Queue("default", connection=client).enqueue(jobs.add, 1, 2)
-    lease = lock.acquire(client, "default", 60, 0)
+    lease = lock.acquire(client, "default", 60, 0, by="test")
     assert lease is not None
     try:
         samples = watch_metrics(client)

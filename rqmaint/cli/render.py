@@ -517,6 +517,26 @@ def watch_dashboard(cycle: watch.Cycle, opts: watch.WatchOptions, target: str, w
 # -- history --------------------------------------------------------------------------------------
 
 
+def history_detail(action: str, detail: str) -> str:
+    """An entry's detail for the table: a ``clean`` step's JSON (:class:`rqmaint.clean.StepAudit`) as
+    ``started 3 -> 0 (plan: abandoned_to_failed 2, abandoned_to_retry 1)``; anything else as it is."""
+    import json
+
+    try:
+        data = json.loads(detail) if action == "clean" else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or "step" not in data:
+        return detail
+    text = f"{data['step']} {data.get('before', '?')} -> {data.get('after', '?')}"
+    plan = data.get("plan")
+    if isinstance(plan, dict) and plan:
+        text += " (plan: " + ", ".join(f"{k} {v}" for k, v in plan.items()) + ")"
+    if data.get("raised"):
+        text += f", then raised {data['raised']}"
+    return text
+
+
 def history_table(o: Output, found: audit.History) -> None:
     from datetime import datetime, timezone
 
@@ -530,7 +550,15 @@ def history_table(o: Output, found: audit.History) -> None:
         "rqmaint history (newest first)" if o.terminal else None,
         ["at", "action", "queue", "job", "by", "detail", "run"],
         [
-            [when(e.at), e.action, e.queue, e.job or "-", e.by, short(e.detail) or "-", e.run]
+            [
+                when(e.at),
+                e.action,
+                e.queue,
+                e.job or "-",
+                e.by,
+                short(history_detail(e.action, e.detail)) or "-",
+                e.run,
+            ]
             for e in found.entries
         ],
     )

@@ -370,7 +370,7 @@ def requeue_queue(
     ``stop()`` runs at every safe point (between calls) and may raise to end the run early."""
     if opts.dry_run:
         return Requeuer(client, queue, opts, checkpoint=stop or (lambda: None)).run()
-    with lock.held(client, queue, lock_ttl, wait) as lease:
+    with lock.held(client, queue, lock_ttl, wait, by=opts.by) as lease:
         if lease is None:
             report = QueueRequeue(queue, outcome="skipped-locked")
             report.holder = lock.inspect(client, [queue])[0]

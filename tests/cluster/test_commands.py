@@ -52,6 +52,13 @@ def test_status_lock_status_then_clean(cluster, cc, tmp_path):
     assert cc.zcard(f"{RQ_PREFIX}:wip:{QUEUE}") == 0
     assert all(_status(cc, j) == b"failed" for j in ab.job_ids)
     assert not cc.exists(LOCK)  # RQ's lock, taken and released by the run
+    # the audit trail, in RQ's slot: the started step's change, then the release (in one script call)
+    trail = rqmaint_json(cluster.url, "history", "-q", QUEUE)["entries"]
+    assert (trail[0]["action"], trail[0]["by"]) == ("lock_release", "clean")
+    started = [json.loads(e["detail"]) for e in trail if e["action"] == "clean"]
+    assert {"step": "started", "before": 2, "after": 0} in [
+        {k: d[k] for k in ("step", "before", "after")} for d in started
+    ]
 
 
 def test_lock_release_of_a_lock_rq_left(cluster, cc):

@@ -196,7 +196,7 @@ def test_lost_lease_stops_at_next_safe_point(client, abandon):
     abandon("default")
     age_abandoned(client, "default", 200)
     client.zadd("rq:failed:default", {"expired-failure": 1})
-    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0, by="test")
     assert lease is not None
 
     def thief(job, *exc_info):  # type: ignore[no-untyped-def]
@@ -234,3 +234,8 @@ def test_rq_failure_on_one_queue_does_not_stop_the_others(cli, client, abandon):
     assert client.zscore("rq:failed:default", ab.job_ids[0]) is not None
     assert not client.exists("rq:clean_registries:broken", "rq:clean_registries:default")
     assert result.stderr.count("rqmaint: error:") == 1
+    # And the audit trail: the step that raised on "broken" changed nothing, so only its lock release
+    from rqmaint import audit
+
+    assert [e.action for e in audit.history(client, queue="broken").entries] == ["lock_release"]
+    assert "clean" in [e.action for e in audit.history(client, queue="default").entries]

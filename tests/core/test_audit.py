@@ -89,26 +89,36 @@ def test_script_args():
     ]
 
 
-def test_a_clean_records_its_totals(client, abandon):
+def test_a_clean_records_each_step_that_changed_something(client, abandon):
     from rq import Queue
 
     from rqmaint import clean
     from tests import jobs
     from tests.support import age_abandoned
 
-    # Given a queue with nothing to clean: a clean records nothing
+    # Given a queue with nothing to clean: a clean records only its lock release
     Queue("emails", connection=client).enqueue(jobs.add, 1, 2)
     assert clean.clean_queue(client, "emails", clean.CleanOptions()).outcome == "cleaned"
-    assert audit.history(client).entries == []
-    # Given an abandoned job (its worker SIGKILLed): a dry run records nothing, a clean one entry
+    (e,) = audit.history(client).entries
+    assert (e.action, e.queue, e.by) == ("lock_release", "emails", "clean")
+    client.delete("rqmaint:audit")
+    # Given an abandoned job (its worker SIGKILLed): a dry run records nothing, a clean one entry per
+    # step that changed something (the started registry, the dead worker), then its lock release
     abandon("default")
     age_abandoned(client, "default", 200)
     clean.clean_queue(client, "default", clean.CleanOptions(dry_run=True))
     assert audit.history(client).entries == []
-    result = clean.clean_queue(client, "default", clean.CleanOptions())
+    result = clean.clean_queue(client, "default", clean.CleanOptions(by="watch"))
     assert result.outcome == "cleaned" and client.zcard("rq:failed:default") == 1
-    (e,) = audit.history(client).entries
-    assert (e.action, e.queue, e.job, e.by) == ("clean", "default", "", "clean")
-    detail = json.loads(e.detail)
-    assert detail["outcome"] == "cleaned" and detail["steps"] == result.steps_done
-    assert detail["started_abandoned"] == 1 and detail["abandoned_to_failed"] == 1
+    release, workers, started = audit.history(client).entries
+    assert (release.action, release.by) == ("lock_release", "watch")
+    assert [(e.action, e.queue, e.job, e.by) for e in (workers, started)] == [
+        ("clean", "default", "", "watch")
+    ] * 2
+    assert json.loads(started.detail) == {
+        "step": "started",
+        "before": 1,
+        "after": 0,
+        "plan": {"started_abandoned": 1, "abandoned_to_failed": 1},
+    }
+    assert json.loads(workers.detail)["step"] == "workers"

@@ -78,7 +78,7 @@ def test_watch_clean_refuses_when_the_local_clock_is_off(redis_url, client):
 
 
 def test_lock_ages_come_from_redis(redis_url, client):
-    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    lease = lock.acquire(client, "default", ttl=30, wait=0, by="test")
     assert lease is not None
     try:
         client.sadd("rq:queues", "rq:queue:default")

@@ -18,7 +18,7 @@ KEY = "rq:clean_registries:default"
 
 
 def test_lease_is_renewed_beyond_its_ttl(client):
-    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0, by="test")
     assert lease is not None
     try:
         wait_for(lambda: lease.renewals >= 4, timeout=10, what="four renewals")
@@ -29,16 +29,16 @@ def test_lease_is_renewed_beyond_its_ttl(client):
 
 
 def test_second_holder_is_refused(client):
-    first = lock.acquire(client, "default", ttl=30, wait=0)
+    first = lock.acquire(client, "default", ttl=30, wait=0, by="test")
     assert first is not None
     try:
-        assert lock.acquire(client, "default", ttl=30, wait=0.2) is None
+        assert lock.acquire(client, "default", ttl=30, wait=0.2, by="test") is None
     finally:
         first.release()
 
 
 def test_holder_value_identifies_the_run(client):
-    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    lease = lock.acquire(client, "default", ttl=30, wait=0, by="test")
     assert lease is not None
     try:
         value = json.loads(client.get(KEY))
@@ -93,7 +93,7 @@ def test_renewals_run_on_their_own_connection_with_the_same_settings(server_fact
     # Given a password-protected server and a URL naming database 3
     srv = server_factory(password="s3cret")
     client = connection.connect(connection.resolve_url(srv.url_for(3)))
-    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0, by="test")
     assert lease is not None
     admin = srv.client(3)
     try:

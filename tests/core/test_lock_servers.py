@@ -44,8 +44,12 @@ def test_requeue_denied_scripts_leaves_no_lock_behind(no_script_server, tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "permission" in lines[0] and "evalsha" in lines[0], lines
     assert_each_once(admin, "default", ids, ["started"])
-    # ... and its lock is gone at once (released by WATCH/MULTI/DEL/EXEC), not left for a whole lease
+    # ... and its lock is gone at once (released by WATCH/MULTI/DEL/EXEC), not left for a whole lease,
+    # the release recorded in the same MULTI, by the command that held it
     assert not admin.exists(LOCK)
+    ((_id, entry),) = admin.xrange("rqmaint:audit")
+    assert (entry[b"action"], entry[b"by"]) == (b"lock_release", b"requeue-abandoned")
+    assert json.loads(entry[b"detail"])["rqmaint"]
 
 
 def test_clean_without_scripts_renews_and_releases_its_lock(no_script_server, tmp_path):
@@ -76,6 +80,10 @@ def test_clean_without_scripts_renews_and_releases_its_lock(no_script_server, tm
     assert json.loads(out)["queues"][0]["outcome"] == "cleaned"
     assert not admin.exists(LOCK)
     assert_each_once(admin, "default", ids, ["failed"])
+    # the release, with the value it removed, in the same MULTI as its DEL (the last entry: after the
+    # record of RQ's steps)
+    ((_id, entry),) = admin.xrevrange("rqmaint:audit", count=1)
+    assert (entry[b"action"], entry[b"detail"], entry[b"by"]) == (b"lock_release", value, b"clean")
     denied = {e[b"object"].decode() for e in admin.execute_command("ACL", "LOG")}
     assert "evalsha" in denied  # the scripts were really refused
 
@@ -115,7 +123,7 @@ def test_server_without_client_command_serves_every_command(renamed_client_serve
 def test_lease_renews_on_a_server_without_client_command(renamed_client_server):
     srv, admin, _ids = renamed_client_server
     client = connection.connect(connection.resolve_url(srv.url))
-    lease = lock.acquire(client, "default", ttl=0.3, wait=0)
+    lease = lock.acquire(client, "default", ttl=0.3, wait=0, by="test")
     assert lease is not None
     try:
         wait_for(lambda: lease.renewals >= 3 or lease.lost, timeout=10, what="three renewals")

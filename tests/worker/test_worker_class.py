@@ -11,6 +11,7 @@ test_worker_versions.py; mixing with stock workers and lost leases in test_worke
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -85,6 +86,16 @@ def test_rqmaint_worker_with_requeue_off_leaves_rq_behaviour(
         diagnostics=w.log,
     )
     assert ab.reruns() == []
+
+    # and the audit trail has, by the worker, what RQ's started step changed, then the lock's release
+    def trail() -> list[tuple[bytes, bytes, bytes]]:
+        rows = client.xrange("rqmaint:audit")
+        return [(f[b"action"], f[b"by"], f[b"detail"]) for _id, f in rows if f[b"queue"] == b"wq-off"]
+
+    wait_for(lambda: any(a == b"lock_release" for a, _, _ in trail()), timeout=30, what="the release")
+    steps = [json.loads(d) for a, by, d in trail() if a == b"clean" and by == b"worker"]
+    assert {"step": "started", "before": 1, "after": 0} in steps
+    assert [(a, by) for a, by, _ in trail()][-1] == (b"lock_release", b"worker")
 
 
 def test_bad_setting_stops_the_worker_at_start_with_one_line(redis_url: str) -> None:

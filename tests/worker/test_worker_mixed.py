@@ -174,7 +174,7 @@ def test_requeue_held_returns_lease_lost_instead_of_raising(
     ids = abandoned_jobs(client, abandon, "wrh", 600)
     proxy.slow("main", 0.02)
     conn = redis.Redis.from_url(proxy.url(), client_name="rqmaint")
-    lease = lock.acquire(conn, "wrh", ttl=1, wait=0)
+    lease = lock.acquire(conn, "wrh", ttl=1, wait=0, by="test")
     assert lease is not None
     result: list[QueueRequeue] = []
     run = threading.Thread(

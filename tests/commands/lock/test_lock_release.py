@@ -61,7 +61,7 @@ def test_compare_and_delete_spares_a_lock_that_changed_hands(client):
     # Given the operator was shown RQ's "1", and meanwhile another rqmaint took the lock
     _queue(client)
     shown = "1"
-    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    lease = lock.acquire(client, "default", ttl=30, wait=0, by="test")
     assert lease is not None
     try:
         # When the release compares against what was shown
@@ -140,14 +140,18 @@ def test_release_is_recorded_with_the_value_removed(cli, client):
     # And a release that removes nothing (changed hands, dry run, not held) records nothing
     client.set(KEY, "1", ex=899)
     assert cli("lock", "release", "-q", "default", "--dry-run").exit_code == 0
-    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    lease = lock.acquire(client, "default", ttl=30, wait=0, by="test")
     assert lease is None  # still RQ's "1"
     assert lock.release_if(client, "default", "something else") is False
     assert len(_trail(client)) == 1
 
 
-def test_a_lease_releasing_its_own_value_is_not_recorded(client):
+def test_a_lease_releasing_its_own_value_is_recorded_by_its_command(client):
     _queue(client)
-    lease = lock.acquire(client, "default", ttl=30, wait=0)
+    lease = lock.acquire(client, "default", ttl=30, wait=0, by="watch")
     assert lease is not None and lease.release() is True
-    assert _trail(client) == []
+    (entry,) = _trail(client)
+    assert (entry[b"action"], entry[b"queue"], entry[b"by"]) == (b"lock_release", b"default", b"watch")
+    assert entry[b"detail"] == lease.value.encode()
+    # a second release deletes nothing and records nothing
+    assert lease.release() is False and len(_trail(client)) == 1

@@ -19,7 +19,7 @@ def test_lock_status_kinds(cli, client):
     # Given: a free lock, an RQ worker's "1" with 899-100 s left, an rqmaint lease, a foreign value
     _queues(client, "free", "rqlock", "ours", "foreign", "stuck")
     client.set("rq:clean_registries:rqlock", "1", ex=799)
-    lease = lock.acquire(client, "ours", ttl=30, wait=0)
+    lease = lock.acquire(client, "ours", ttl=30, wait=0, by="test")
     assert lease is not None
     client.set("rq:clean_registries:foreign", "something-else", ex=50)
     client.set("rq:clean_registries:stuck", "1")  # no TTL at all
