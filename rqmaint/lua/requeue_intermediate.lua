@@ -99,8 +99,10 @@ for i = MODE_ARGS + 1, #ARGV do
             elseif queued == nil then
                 emit('unverified', id, '', seen)
             else
-                -- the first write of this job: every check is behind us
-                write('LREM', INTER, 1, id)  -- LPOS found it within the window: LREM stops there
+                intermediate_nonempty(qname)  -- (reads the list's length, once a call)
+                -- the first write of this job: every check is behind us. Every copy of the id goes, or
+                -- on a huge list the one LPOS found.
+                remove_from_intermediate(qname, id, true)
                 write('DEL', seen_key)
                 if queued then
                     moved[id] = true

@@ -264,12 +264,14 @@ end
 -- (an intermediate list holds one entry per busy worker), else only a copy within INTER_SCAN entries
 -- of the head (LREM 1 stops at the copy LPOS found). A copy further in is left to the intermediate
 -- mode, which finds the job queued and only removes the entry ("already_queued").
+-- (The caller has called intermediate_nonempty(origin), which reads the length.)
 local INTER_SCAN = 10000
-local function remove_from_intermediate(origin, id)
+-- ``found``: the caller found a copy itself (with bounded work): LREM 1 stops at it.
+local function remove_from_intermediate(origin, id, found)
     local key = k_inter(origin)
     if inter_len[origin] <= INTER_SCAN then
-        write('LREM', key, 0, id)
-    elseif redis.call('LPOS', key, id, 'MAXLEN', INTER_SCAN) then
+        write('LREM', key, 0, id)  -- every copy
+    elseif found or redis.call('LPOS', key, id, 'MAXLEN', INTER_SCAN) then
         write('LREM', key, 1, id)
     end
 end
@@ -449,9 +451,10 @@ local function queued_on(origin, id, status, retries)
     if len <= 2 * QUEUED_SCAN then return redis.call('LPOS', qkey, id) ~= false end
     if redis.call('LPOS', qkey, id, 'MAXLEN', QUEUED_SCAN) then return true end
     if redis.call('LPOS', qkey, id, 'RANK', -1, 'MAXLEN', QUEUED_SCAN) then return true end
-    -- too long to tell: still in its intermediate list means LMOVE took the queued copy
+    -- too long to tell: still in its intermediate list (within INTER_SCAN entries of its head) means
+    -- LMOVE took the queued copy
     if own_intermediate(origin) and intermediate_nonempty(origin)
-        and redis.call('LPOS', k_inter(origin), id) ~= false then
+        and redis.call('LPOS', k_inter(origin), id, 'MAXLEN', INTER_SCAN) ~= false then
         return false
     end
     return nil  -- unknown

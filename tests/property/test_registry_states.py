@@ -464,7 +464,7 @@ Q1_Q2 = ("sadd", "rq:queues", "rq:queue:q1", "rq:queue:q2")
 OLD_SIGHTING = Rel(-600, "float")
 
 # A first_seen key that is not a number: clean --dry-run (and clean) die with "ValueError: could not
-# convert string to float" in clean.py plan(), which does float(first_seen) unguarded.
+# convert string to float" in rqmaint/clean/plan.py plan(), which does float(first_seen) unguarded.
 GARBAGE_FIRST_SEEN = State(
     (
         Q1,
