@@ -46,6 +46,7 @@ from _common import (
     log,
     rqmaint_fingerprint,
     run_measured,
+    text,
     warn_if_busy,
 )
 from requeue_backlog import Pinger, _template_with_backlog, slowest
@@ -69,12 +70,17 @@ def measure(server: RedisServer, cmd: list[str], env: dict[str, str]) -> dict[st
     c.config_set("slowlog-log-slower-than", 0)
     c.config_set("slowlog-max-len", 2_000_000)
     c.execute_command("SLOWLOG", "RESET")  # type: ignore[no-untyped-call]
+    c.config_set("latency-monitor-threshold", 20)  # events that block Redis outside any command
+    c.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
     pinger = Pinger(server)
     pinger.start()
     m = run_measured(cmd, env=env)
     ping = pinger.stop()
     c.config_set("slowlog-log-slower-than", 10000)
     worst = {"slowest": slowest(server), "slowest_any_client": slowest(server, anyone=True)}
+    latest = c.execute_command("LATENCY", "LATEST")  # type: ignore[no-untyped-call]
+    worst["latency_events_over_20ms"] = {text(e[0]): int(e[3]) for e in latest}  # event -> max ms
+    c.config_set("latency-monitor-threshold", 0)
     return {"wall": round(m.wall, 4), "rc": m.returncode, "ping": ping, **worst}
 
 

@@ -985,11 +985,17 @@ def test_second_requeue_run_moves_and_writes_nothing(
     write_state(client, state)
     run(cli, "requeue-abandoned", "--json", *opts.args(), ok=(0, 4))
     first = snapshot(client)
+    seen = {entry_id for entry_id, _ in client.xrange("rqmaint:audit")}
     doc = run(cli, "requeue-abandoned", "--json", *opts.args(), ok=(0, 4))
     for name in ("requeued", "given_up", "already_queued", "reconciled"):
         assert totals(doc, name) == 0, f"second run: {name} = {totals(doc, name)}: {doc['queues']}"
-    # rqmaint:runs says when rqmaint last requeued each queue (rqmaint.health): every real run sets it
-    unchanged(first, snapshot(client), "a second requeue-abandoned run", ignore=("rqmaint:runs",))
+    # rqmaint:runs says when rqmaint last requeued each queue (rqmaint.health): every real run sets it;
+    # the audit trail gains only the run's own lock releases (each release is recorded)
+    unchanged(
+        first, snapshot(client), "a second requeue-abandoned run", ignore=("rqmaint:runs", "rqmaint:audit")
+    )
+    added = [f for entry_id, f in client.xrange("rqmaint:audit") if entry_id not in seen]
+    assert {f[b"action"] for f in added} <= {b"lock_release"}, added
 
 
 @PROPERTY
