@@ -374,10 +374,10 @@ def age_abandoned(
     checks the owning worker's liveness additionally needs the dead worker's ``rq:worker:<name>``
     hash to be gone (its TTL is ~90 s during a job).  Instead of waiting, this:
 
-    * subtracts ``seconds`` from every finite score in ``rq:wip:<queue>``;
     * unless ``keep_worker_hashes``: deletes every ``rq:worker:*``, ``rq:execution:*`` and
       ``rq:executions:*`` key (whole DB, any queue) whose remaining TTL is below ``seconds``,
-      exactly the keys Redis itself would have expired by then.
+      exactly the keys Redis itself would have expired by then;
+    * then subtracts ``seconds`` from every finite score in ``rq:wip:<queue>``.
 
     Not simulated: surviving keys keep their TTLs, and timestamps inside hashes
     (``last_heartbeat``, ``started_at``…) are unchanged; other expiring keys (results, finished
@@ -391,8 +391,6 @@ def age_abandoned(
         if score in (float("inf"), float("-inf")):
             continue
         shifted[as_text(member)] = score - seconds
-    if shifted:
-        client.zadd(wip, shifted, xx=True)
     deleted: list[str] = []
     if not keep_worker_hashes:
         limit_ms = int(seconds * 1000)
@@ -408,4 +406,10 @@ def age_abandoned(
             if doomed:
                 client.delete(*doomed)
                 deleted += [as_text(k) for k in doomed]
+    # The scores move last: a maintenance cycle running meanwhile (rqmaint workers clean every second
+    # in some tests) must never see a due entry whose dead worker's hash is still there, a state real
+    # time does not produce (the hash expires first), in which RQ's own cleanup fails the job while
+    # rqmaint's live-worker guard leaves it.
+    if shifted:
+        client.zadd(wip, shifted, xx=True)
     return AgeReport(shifted, sorted(deleted))
