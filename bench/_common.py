@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
@@ -465,17 +466,22 @@ def rqmaint_fingerprint(root: Path | None = None) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def measured_rq_version() -> str:
+    """The RQ of the measured venv (BENCH_VENV_BIN), which need not be this interpreter's."""
+    argv = [PYTHON, "-c", "import rq; print(rq.__version__)"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def environment() -> dict[str, Any]:
     import platform
-
-    import rq
 
     return {
         "loadavg_1_5_15_at_start": [round(x, 2) for x in LOAD_AT_START],
         "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
-        "rq": rq.__version__ if hasattr(rq, "__version__") else "",
+        "rq": measured_rq_version(),
         "redis_py": redis.__version__,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),

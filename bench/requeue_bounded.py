@@ -44,6 +44,7 @@ from _common import (
     environment,
     freeze_rqmaint,
     log,
+    measured_rq_version,
     rqmaint_fingerprint,
     run_measured,
     text,
@@ -117,15 +118,6 @@ def fail_again(server: RedisServer, ids: list[str]) -> None:
         pipe.execute()
 
 
-def _rq_version(env: dict[str, str]) -> str:
-    import subprocess
-
-    from _common import PYTHON
-
-    argv = [PYTHON, "-c", "import rq; print(rq.__version__)"]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.strip()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000)
@@ -191,7 +183,7 @@ def main() -> int:
             log(f"{name}: {r}")
             out[name] = r
         r = measure(server, [RQMAINT, "clean", QUEUE, "--json", "-u", url], env)
-        r["exempt"] = "RQ's own cleaning code (rq " + _rq_version(env) + ")"
+        r["exempt"] = f"RQ's own cleaning code (rq {measured_rq_version()})"
         r["moved_to_failed"] = int(c.zcard(fkey)) - failed_before
         r["ok"] = r["rc"] == 0 and c.zcard(f"rq:wip:{QUEUE}") == 0 and r["moved_to_failed"] == args.n
         log(f"clean (exempt): {r}")

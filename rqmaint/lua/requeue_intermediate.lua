@@ -99,7 +99,6 @@ for i = MODE_ARGS + 1, #ARGV do
             elseif queued == nil then
                 emit('unverified', id, '', seen)
             else
-                intermediate_nonempty(qname)  -- (reads the list's length, once a call)
                 -- the first write of this job: every check is behind us. Every copy of the id goes, or
                 -- on a huge list the one LPOS found.
                 remove_from_intermediate(qname, id, true)

@@ -254,22 +254,23 @@ local function own_intermediate(origin)
 end
 
 local inter_len = {}  -- origin -> LLEN of its intermediate list, read once per call
-local function intermediate_nonempty(origin)
-    if not own_intermediate(origin) then return false end
+local function inter_length(origin)
     if inter_len[origin] == nil then inter_len[origin] = redis.call('LLEN', k_inter(origin)) end
-    return inter_len[origin] > 0
+    return inter_len[origin]
+end
+local function intermediate_nonempty(origin)
+    return own_intermediate(origin) and inter_length(origin) > 0
 end
 
--- Take ``id`` out of ``origin``'s intermediate list with bounded work: the whole list when it is short
--- (an intermediate list holds one entry per busy worker), else only a copy within INTER_SCAN entries
--- of the head (LREM 1 stops at the copy LPOS found). A copy further in is left to the intermediate
--- mode, which finds the job queued and only removes the entry ("already_queued").
--- (The caller has called intermediate_nonempty(origin), which reads the length.)
+-- Take ``id`` out of ``origin``'s intermediate list with bounded work: every copy when the list is
+-- short (an intermediate list holds one entry per busy worker), else only a copy within INTER_SCAN
+-- entries of the head, or the one the caller found itself (``found``): LREM 1 stops at it. A copy
+-- further in is left to the intermediate mode, which finds the job queued and only removes the entry
+-- ("already_queued").
 local INTER_SCAN = 10000
--- ``found``: the caller found a copy itself (with bounded work): LREM 1 stops at it.
 local function remove_from_intermediate(origin, id, found)
     local key = k_inter(origin)
-    if inter_len[origin] <= INTER_SCAN then
+    if inter_length(origin) <= INTER_SCAN then
         write('LREM', key, 0, id)  -- every copy
     elseif found or redis.call('LPOS', key, id, 'MAXLEN', INTER_SCAN) then
         write('LREM', key, 1, id)
